@@ -1,0 +1,26 @@
+"""Click subcommands. Each module owns one command (or group); register() wires them into cli."""
+
+import importlib
+
+import click
+
+# module name -> attribute holding its click command or group
+_COMMANDS = {
+    "data": "data",
+    "train": "train",
+    "cleanup": "cleanup",
+    "export": "export",
+    "evaluate": "evaluate",
+    "ui": "ui",
+}
+
+
+def register(group: click.Group) -> None:
+    for module, attr in _COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name == f"commands.{module}":
+                continue  # not written yet
+            raise
+        group.add_command(getattr(mod, attr))
