@@ -1,0 +1,81 @@
+"""Training settings. Defaults follow the original's train-mammals.sh unless a comment says otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+MANIFOLDS = ("poincare", "lorentz", "euclidean")
+BACKENDS = ("numba", "torch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    manifold: str = "poincare"  # geometry: poincare ball, lorentz hyperboloid, or euclidean baseline
+    dim: int = 5  # embedding dimension (lorentz stores dim + 1 ambient coordinates)
+    lr: float = 0.3  # learning rate per batch of `batch_size`, as the original means it (see below)
+    negs: int = 50  # negatives per positive edge, drawn among non-neighbours of u
+    batch_size: int = 10  # edges per batch; the loss is averaged over it, so the per-edge step is lr/batch
+    burnin: int = 20  # first epochs run at lr * burnin_multiplier with degree-weighted negatives
+    burnin_multiplier: float = 0.01  # lr factor during burn-in
+    dampening: float = 0.75  # burn-in negatives ~ degree ** dampening
+    epochs: int = 300  # maximum number of epochs (early stopping may end sooner)
+    seed: int = 0  # seeds init, shuffling and negatives; a run is reproducible for seed + threads
+    init_scale: float = 1e-3  # initial coordinates ~ U(-init_scale, init_scale), near the origin
+    eval_every: int = 10  # evaluate reconstruction every this many epochs (and at the last epoch)
+    eval_sample: int = 0  # if > 0, evaluate during training on this many seeded nodes (map_sampled)
+    backend: str = "numba"  # numba: compiled per-edge CPU kernel; torch: batched autograd reference
+    workers: int = 1  # Hogwild threads sharing the embedding; an epoch is still one pass over the edges
+
+    def __post_init__(self) -> None:
+        if self.manifold not in MANIFOLDS:
+            raise ValueError(f"Invalid manifold: {self.manifold!r} (choose from {', '.join(MANIFOLDS)})")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"Invalid backend: {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        _positive("dim", self.dim)
+        _positive("lr", self.lr)
+        _positive("negs", self.negs)
+        _positive("batch_size", self.batch_size)
+        _positive("epochs", self.epochs)
+        _positive("eval_every", self.eval_every)
+        _positive("workers", self.workers)
+        _positive("init_scale", self.init_scale)
+        _non_negative("burnin", self.burnin)
+        _non_negative("eval_sample", self.eval_sample)
+        if not 0 < self.burnin_multiplier <= 1:
+            raise ValueError(
+                f"Invalid burnin_multiplier: {self.burnin_multiplier} (expected 0 < x <= 1)"
+            )
+        if not 0 <= self.dampening <= 1:
+            raise ValueError(f"Invalid dampening: {self.dampening} (expected 0 <= x <= 1)")
+
+    @property
+    def ambient_dim(self) -> int:
+        """Columns stored per node: the hyperboloid lives in R^(dim+1)."""
+        return self.dim + 1 if self.manifold == "lorentz" else self.dim
+
+    def lr_at(self, epoch: int) -> float:
+        """Per-batch learning rate of `epoch` (0-based): divided during burn-in."""
+        return self.lr * self.burnin_multiplier if epoch < self.burnin else self.lr
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a (possibly stringly-typed, e.g. MLflow params) dict, ignoring unknown keys."""
+        out = {}
+        for f in fields(cls):
+            if f.name in d:
+                typ = {"int": int, "float": float, "str": str}[str(f.type)]
+                out[f.name] = typ(d[f.name])
+        return cls(**out)
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"Invalid {name}: {value} (must be > 0)")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"Invalid {name}: {value} (must be >= 0)")

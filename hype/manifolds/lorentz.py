@@ -1,0 +1,58 @@
+"""Lorentz model (hyperboloid) of curvature -1, as free functions over the last dimension.
+
+Points x in R^(D+1) with <x, x>_L = -x0^2 + sum_i xi^2 = -1 and x0 > 0.
+d(u, v) = arcosh(-<u, v>_L)
+"""
+
+import torch
+
+
+def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Minkowski inner product: (..., D+1), (..., D+1) -> (...)"""
+    uv = u * v
+    return uv[..., 1:].sum(-1) - uv[..., 0]
+
+
+def distance(u: torch.Tensor, v: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
+    z = (-inner(u, v)).clamp_min(1 + eps)
+    return torch.log(z + torch.sqrt(z.pow(2) - 1))
+
+
+def project(x: torch.Tensor) -> torch.Tensor:
+    """Back onto the hyperboloid by recomputing x0 from the space-like part."""
+    space = x[..., 1:]
+    x0 = torch.sqrt(1 + space.pow(2).sum(-1, keepdim=True))
+    return torch.cat([x0, space], dim=-1)
+
+
+def rgrad(x: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
+    """Riemannian gradient: flip the time-like sign (inverse metric), then project to T_x."""
+    h = egrad.clone()
+    h[..., 0] = -h[..., 0]
+    return h + inner(x, h).unsqueeze(-1) * x
+
+
+def expmap(x: torch.Tensor, v: torch.Tensor, *, max_norm: float = 50.0) -> torch.Tensor:
+    """exp_x(v) = cosh(|v|) x + sinh(|v|) v / |v| for tangent v (|v| clamped for stability)."""
+    norm = torch.sqrt(inner(v, v).clamp_min(1e-15)).clamp_max(max_norm).unsqueeze(-1)
+    return project(torch.cosh(norm) * x + torch.sinh(norm) * v / norm)
+
+
+def retract(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    return expmap(x, step)
+
+
+def init(n: int, dim: int, *, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """dim is the intrinsic dimension; returns (n, dim + 1) points near the origin (1, 0, ..., 0)."""
+    space = (torch.rand(n, dim, generator=generator, dtype=torch.float64) * 2 - 1) * scale
+    return project(torch.cat([torch.zeros(n, 1, dtype=torch.float64), space], dim=-1))
+
+
+def rank_key(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """-<u, w>_L increases with distance: (B, D+1), (N, D+1) -> (B, N)."""
+    return u[:, :1] * w[:, 0] - u[:, 1:] @ w[:, 1:].T
+
+
+def to_poincare(x: torch.Tensor) -> torch.Tensor:
+    """Map to the Poincaré ball (for pictures and export): x_space / (1 + x0)."""
+    return x[..., 1:] / (1 + x[..., :1])

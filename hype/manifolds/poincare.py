@@ -1,0 +1,53 @@
+"""Poincaré ball of curvature -1, as free functions over the last dimension.
+
+d(u, v) = arcosh(1 + 2 |u - v|^2 / ((1 - |u|^2)(1 - |v|^2)))
+"""
+
+import torch
+
+# Points are kept at norm <= 1 - BOUNDARY_EPS: closer to the boundary float64 loses the distance.
+BOUNDARY_EPS = 1e-5
+
+
+def distance(u: torch.Tensor, v: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
+    """(..., D), (..., D) -> (...)"""
+    sq_u = u.pow(2).sum(-1)
+    sq_v = v.pow(2).sum(-1)
+    sq_diff = (u - v).pow(2).sum(-1)
+    alpha = (1 - sq_u).clamp_min(eps)
+    beta = (1 - sq_v).clamp_min(eps)
+    gamma = 1 + 2 * sq_diff / (alpha * beta)
+    # arcosh(x) = log(x + sqrt(x^2 - 1)); clamp keeps the gradient finite at u == v
+    return torch.log(gamma + torch.sqrt((gamma.pow(2) - 1).clamp_min(eps)))
+
+
+def project(x: torch.Tensor, *, eps: float = BOUNDARY_EPS) -> torch.Tensor:
+    """Pull points back inside the ball: (..., D) -> (..., D)."""
+    norm = x.norm(dim=-1, keepdim=True)
+    max_norm = 1 - eps
+    return torch.where(norm > max_norm, x / norm * max_norm, x)
+
+
+def rgrad(x: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
+    """Riemannian gradient: the inverse metric is ((1 - |x|^2)^2 / 4) I."""
+    return egrad * ((1 - x.pow(2).sum(-1, keepdim=True)).pow(2) / 4)
+
+
+def retract(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """First-order retraction x + step, then projection (as in Nickel & Kiela 2017)."""
+    return project(x + step)
+
+
+def init(n: int, dim: int, *, scale: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(n, dim, generator=generator, dtype=torch.float64) * 2 - 1) * scale
+
+
+def rank_key(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A key increasing with d(u_i, w_j) for fixed i, from one matmul: (B, D), (N, D) -> (B, N).
+
+    gamma - 1 = 2|u - w|^2 / ((1-|u|^2)(1-|w|^2)); dropping the per-row factor keeps the order.
+    """
+    sq_u = u.pow(2).sum(-1, keepdim=True)
+    sq_w = w.pow(2).sum(-1)
+    sq_diff = (sq_u + sq_w - 2 * u @ w.T).clamp_min(0)
+    return sq_diff / (1 - sq_w).clamp_min(1e-15)

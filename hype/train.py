@@ -1,0 +1,208 @@
+"""The epoch loop. It knows nothing of MLflow: tracking attaches through callbacks.
+
+Epochs are numbered from 1; epoch e is a burn-in epoch when e <= config.burnin. Everything
+random in epoch e derives from (seed, e, worker), so a run resumed from the checkpoint of
+epoch e continues exactly as the uninterrupted run would have (for one worker).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hype import kernels, manifolds
+from hype.config import TrainConfig
+from hype.data import Graph
+from hype.evaluate import reconstruction, sample_nodes
+from hype.model import edge_loss, init_embedding, sample_negatives_batch
+from hype.optim import RiemannianSGD
+
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict changes incompatibly
+
+
+@dataclass
+class TrainState:
+    emb: torch.Tensor  # (N, D) float64, the live embedding (shared by worker threads)
+    epoch: int  # epochs completed
+    config: TrainConfig
+    names: list[str]
+
+    def checkpoint(self) -> dict:
+        """Everything needed to resume, as tensors and plain types (loads with weights_only)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "embeddings": self.emb.detach().clone(),
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "names": list(self.names),
+            # The optimiser (plain RSGD) has no moments; its state is the schedule position.
+            "optimizer": {"lr": self.config.lr_at(self.epoch), "step": self.epoch},
+            # All randomness of epoch e is derived from (seed, e): these are the RNG states.
+            "rng": {"seed": self.config.seed, "next_epoch": self.epoch + 1,
+                    "torch": torch.get_rng_state()},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> TrainState:
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        return cls(ckpt["embeddings"].to(torch.float64).contiguous(), int(ckpt["epoch"]),
+                   TrainConfig.from_dict(ckpt["config"]), list(ckpt["names"]))
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    loss: float  # mean loss per edge
+    lr: float  # per-batch learning rate used in this epoch
+    seconds: float  # wall time of the training pass (without evaluation)
+    metrics: dict = field(default_factory=dict)  # mean_rank, map / map_sampled when evaluated
+    burnin: bool = False
+
+
+class Callbacks(Protocol):
+    def on_epoch_end(self, result: EpochResult, state: TrainState) -> str | None:
+        """Called after each epoch; return a reason to stop after this epoch, or None."""
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        """Called after on_epoch_end with the state to persist."""
+
+
+class NoCallbacks:
+    def on_epoch_end(self, result, state):
+        return None
+
+    def on_checkpoint(self, state):
+        return None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    state: TrainState
+    history: list  # [EpochResult] of this invocation
+    stop_reason: str | None
+
+
+def new_state(graph: Graph, config: TrainConfig) -> TrainState:
+    emb = init_embedding(graph.num_nodes, config.dim, config.manifold,
+                         scale=config.init_scale, seed=config.seed)
+    return TrainState(emb, 0, config, list(graph.names))
+
+
+def check_compatible(state: TrainState, graph: Graph, config: TrainConfig) -> None:
+    """A resumed checkpoint must match the data and geometry: say what differs."""
+    if state.names != list(graph.names):
+        raise ValueError(
+            f"checkpoint has {len(state.names)} nodes that do not match the dataset's "
+            f"{graph.num_nodes}: it was trained on other data"
+        )
+    for key in ("manifold", "dim"):
+        if getattr(state.config, key) != getattr(config, key):
+            raise ValueError(f"checkpoint has {key}={getattr(state.config, key)!r}, "
+                             f"the run asks for {key}={getattr(config, key)!r}")
+    if tuple(state.emb.shape) != (graph.num_nodes, config.ambient_dim):
+        raise ValueError(f"checkpoint embedding has shape {tuple(state.emb.shape)}, expected "
+                         f"{(graph.num_nodes, config.ambient_dim)}")
+
+
+def burnin_cdf(graph: Graph, dampening: float) -> np.ndarray:
+    """(N,) cumulative weights degree ** dampening for burn-in negatives."""
+    return np.cumsum(graph.degree().astype(np.float64) ** dampening)
+
+
+def evaluate(state: TrainState, graph: Graph, sample: np.ndarray | None) -> dict:
+    if sample is not None:
+        r = reconstruction(state.emb, graph, state.config.manifold, nodes=sample)
+        return {"mean_rank_sampled": float(r.mean_rank), "map_sampled": float(r.map)}
+    r = reconstruction(state.emb, graph, state.config.manifold)
+    return {"mean_rank": float(r.mean_rank), "map": float(r.map)}
+
+
+def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
+          callbacks: Callbacks | None = None, progress: bool = True) -> TrainResult:
+    """Train from `state` (a fresh one when None) up to config.epochs."""
+    callbacks = callbacks or NoCallbacks()
+    state = state or new_state(graph, config)
+    state.config = config
+    sample = (sample_nodes(graph, config.eval_sample, seed=config.seed)
+              if config.eval_sample else None)
+    cdf = burnin_cdf(graph, config.dampening)
+    run_epoch = _numba_epoch if config.backend == "numba" else _torch_epoch
+    history, stop_reason = [], None
+    bar = tqdm(range(state.epoch + 1, config.epochs + 1), initial=state.epoch,
+               total=config.epochs, desc="train", unit="epoch", disable=not progress,
+               dynamic_ncols=True)
+    for epoch in bar:
+        burnin = epoch <= config.burnin
+        lr = config.lr_at(epoch - 1)
+        t0 = time.perf_counter()
+        loss = run_epoch(state, graph, epoch, lr, cdf if burnin else np.empty(0))
+        seconds = time.perf_counter() - t0
+        metrics = {}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            metrics = evaluate(state, graph, sample)
+        state.epoch = epoch
+        result = EpochResult(epoch, loss, lr, seconds, metrics, burnin)
+        history.append(result)
+        bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
+        stop_reason = callbacks.on_epoch_end(result, state)
+        callbacks.on_checkpoint(state)
+        if stop_reason:
+            break
+    bar.close()
+    return TrainResult(state, history, stop_reason)
+
+
+def _epoch_seed(config: TrainConfig, epoch: int, worker: int = 0) -> int:
+    return (config.seed * 1_000_003 + epoch * 7_919 + worker) % (2**32)
+
+
+def _numba_epoch(state, graph, epoch, lr, cdf) -> float:
+    config = state.config
+    order = np.random.default_rng([config.seed, epoch]).permutation(graph.num_edges)
+    emb = state.emb.numpy()  # shares memory with the tensor: updated in place
+    mid = manifolds.KERNEL_ID[config.manifold]
+    step = lr / config.batch_size  # the original averages the loss over a batch: see README
+
+    def work(worker: int, part: np.ndarray) -> float:
+        return kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
+                                   cdf, config.negs, step, _epoch_seed(config, epoch, worker))
+
+    if config.workers == 1:
+        total = work(0, order)
+    else:
+        # Hogwild: threads share emb without locks (the kernel releases the GIL)
+        parts = np.array_split(order, config.workers)
+        with ThreadPoolExecutor(config.workers) as pool:
+            total = sum(pool.map(work, range(config.workers), parts))
+    return total / graph.num_edges
+
+
+def _torch_epoch(state, graph, epoch, lr, cdf) -> float:
+    """Batched autograd reference: the loss is averaged over each batch, as in the original."""
+    config = state.config
+    rng = np.random.default_rng([config.seed, epoch])
+    order = rng.permutation(graph.num_edges)
+    n = graph.num_nodes
+    keys = graph.edges[:, 0] * n + graph.edges[:, 1]  # sorted, as Graph keeps edges sorted
+    weights = np.diff(cdf, prepend=0.0) if len(cdf) else None
+    emb = state.emb.requires_grad_(True)
+    opt = RiemannianSGD(emb, manifold=config.manifold, lr=lr)
+    total = 0.0
+    for start in range(0, len(order), config.batch_size):
+        batch = graph.edges[order[start:start + config.batch_size]]
+        targets = sample_negatives_batch(batch[:, 0], batch[:, 1], config.negs, n, keys, rng,
+                                         weights)
+        u = torch.nn.functional.embedding(torch.from_numpy(batch[:, 0]), emb, sparse=True)
+        t = torch.nn.functional.embedding(torch.from_numpy(targets), emb, sparse=True)
+        loss = edge_loss(u, t, config.manifold)
+        loss.mean().backward()
+        opt.step()
+        total += float(loss.detach().sum())
+    state.emb = emb.detach()
+    return total / graph.num_edges
