@@ -1,0 +1,125 @@
+"""`python cli.py train`: train inside an MLflow run, with retention, early stopping and resume."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from hype.config import BACKENDS, MANIFOLDS, TrainConfig
+from tracker.tracking import PROJECT_ROOT
+
+DEFAULT_DATASET = PROJECT_ROOT / "data" / "mammal_closure.csv"
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _keep(ctx, param, value):
+    if value is None:
+        return 20
+    if str(value).lower() in ("all", "0"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (give N >= 1, or 'all')") from None
+    if n < 0:
+        raise click.BadParameter(f"{n} is negative (give N >= 1, or 'all' / 0 to keep every checkpoint)")
+    return n
+
+
+def _model_name(dataset: Path) -> str:
+    stem = dataset.stem
+    return stem[: -len("_closure")] if stem.endswith("_closure") else stem
+
+
+@click.command()
+@click.option("--dataset", type=click.Path(path_type=Path), default=None,
+              help=f"Edge list CSV (id1,id2,weight). Default: {DEFAULT_DATASET.relative_to(PROJECT_ROOT)}.")
+@click.option("--manifold", type=click.Choice(MANIFOLDS), default=_DEFAULTS["manifold"], show_default=True)
+@click.option("--dim", type=int, default=_DEFAULTS["dim"], show_default=True)
+@click.option("--lr", type=float, default=_DEFAULTS["lr"], show_default=True,
+              help="Learning rate per batch, as in the original (per-edge step = lr / batch-size).")
+@click.option("--negs", type=int, default=_DEFAULTS["negs"], show_default=True)
+@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
+@click.option("--burnin", type=int, default=_DEFAULTS["burnin"], show_default=True)
+@click.option("--burnin-multiplier", type=float, default=_DEFAULTS["burnin_multiplier"], show_default=True)
+@click.option("--dampening", type=float, default=_DEFAULTS["dampening"], show_default=True)
+@click.option("--epochs", type=int, default=None, help=f"Maximum epochs [default: {_DEFAULTS['epochs']}].")
+@click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True)
+@click.option("--eval-every", type=int, default=_DEFAULTS["eval_every"], show_default=True,
+              help="Evaluate reconstruction (mean_rank, map) every N epochs.")
+@click.option("--eval-sample", type=int, default=0, show_default=True,
+              help="Evaluate on N seeded nodes during training (logged as map_sampled); exact at the end.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Hogwild threads.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
+@click.option("--experiment", default="hype", show_default=True)
+@click.option("--run-name", default=None)
+@click.option("--model-name", default=None, help="Checkpoint prefix [default: from the dataset name].")
+@click.option("--keep-checkpoints", "keep", callback=_keep, default=None,
+              help="Keep the newest N epoch checkpoints (local + tracked); 'all' or 0 keeps every one. "
+                   "[default: 20]")
+@click.option("--keep-best/--no-keep-best", default=True, show_default=True,
+              help="Also keep the best checkpoint by --monitor.")
+@click.option("--monitor", default="map", show_default=True,
+              help="Metric for early stopping and 'best': map, mean_rank, loss, map_sampled.")
+@click.option("--mode", type=click.Choice(["max", "min"]), default=None,
+              help="Direction of --monitor [default: inferred from its name].")
+@click.option("--patience", type=int, default=6, show_default=True,
+              help="Stop after N evaluations without improvement. Counted in evaluations after burn-in.")
+@click.option("--min-delta", type=float, default=0.0, show_default=True)
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
+              help="Local checkpoint folder; a run writes under DIR/<run_id> [default: ./checkpoints].")
+@click.option("--plot-every", type=int, default=0, show_default=True,
+              help="Log the Poincaré-disk picture every K epochs (always at the end).")
+@click.option("--resume", "resume", default=None, metavar="RUN_ID",
+              help="Continue this MLflow run from its newest retained checkpoint.")
+@click.option("--no-pyfunc", is_flag=True, help="Do not log the final model as an MLflow model.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, monitor, mode,
+          patience, min_delta, checkpoint_dir, plot_every, resume, no_pyfunc, quiet, epochs, **hp):
+    """Train an embedding of a transitive closure, tracked as an MLflow run."""
+    from hype.data import DataError, load_edge_csv
+    from tracker.run import TrackerConfig
+    from tracker.session import run_training
+    from tracker.stores import StoreError
+    from tracker.tracking import TrackingError, resolve_tracking_uri
+
+    try:
+        uri = resolve_tracking_uri(tracking_uri)
+        if resume:
+            graph = load_edge_csv(dataset) if dataset else None
+            outcome = run_training(uri=uri, graph=graph, config=None, tconfig=None, resume=resume,
+                                   epochs=epochs, checkpoint_root=checkpoint_dir, progress=not quiet)
+        else:
+            dataset = dataset or DEFAULT_DATASET
+            config = TrainConfig(epochs=epochs or _DEFAULTS["epochs"], **hp)
+            if monitor.endswith("_sampled") and not config.eval_sample:
+                raise click.BadParameter(f"{monitor} needs --eval-sample N", param_hint="--monitor")
+            if monitor in ("map", "mean_rank") and config.eval_sample:
+                raise click.BadParameter(f"with --eval-sample, training logs {monitor}_sampled; "
+                                         f"monitor that (the exact {monitor} is computed at the end)",
+                                         param_hint="--monitor")
+            tconfig = TrackerConfig(
+                model_name=model_name or _model_name(dataset), keep=keep, keep_best=keep_best,
+                monitor=monitor, mode=mode, patience=patience, min_delta=min_delta,
+                checkpoint_root=checkpoint_dir or TrackerConfig.checkpoint_root,
+                plot_every=plot_every, log_pyfunc=not no_pyfunc)
+            tconfig.stop_config(config.burnin)  # validates monitor/mode/patience up front
+            graph = load_edge_csv(dataset)
+            outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
+                                   experiment=experiment, run_name=run_name, progress=not quiet)
+    except (DataError, TrackingError, StoreError, ValueError) as e:
+        raise click.ClickException(str(e).splitlines()[0]) from None
+
+    m = outcome.final_metrics
+    click.echo(f"Final model (epoch {outcome.best_epoch or outcome.epochs_run}): "
+               f"mean rank {m['final_mean_rank']:.3f}, MAP {m['final_map']:.3f}")
+    click.echo(f"Stopped: {outcome.stop_reason or 'ran all epochs'}")
+    click.echo(f"Training {outcome.train_seconds:.1f} s, of which tracking {outcome.tracking_seconds:.2f} s")
+    click.echo(f"Final model file: {outcome.final_path}")
+    click.echo(f"Run: {outcome.run_id} (experiment {outcome.experiment_id}) in {uri}")
+    if uri.startswith("sqlite:///"):
+        click.echo(f"Browse it: mlflow ui --backend-store-uri {uri}   (or: python cli.py ui)")

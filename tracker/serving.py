@@ -1,0 +1,32 @@
+"""The final embedding as an MLflow pyfunc model (logged once per run, with explicit requirements)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tracker import layout
+from tracker.tracking import PROJECT_ROOT
+
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # models-from-code: no pickled classes
+
+
+def pip_requirements() -> list[str]:
+    """Pinned from requirements.txt: what the served model imports."""
+    wanted = ("torch", "numpy", "pandas", "mlflow")
+    lines = (PROJECT_ROOT / "requirements.txt").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.split("==")[0].strip() in wanted]
+
+
+def log_pyfunc(client, run_id: str, final_path: Path) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        mlflow.pyfunc.log_model(
+            name=layout.PYFUNC_FOLDER,
+            python_model=str(MODEL_CODE),
+            artifacts={"embedding": str(final_path)},
+            code_paths=[str(PROJECT_ROOT / "hype")],
+            pip_requirements=pip_requirements(),
+        )
+    # start_run/end_run marked the run FINISHED; the caller closes it properly right after.

@@ -1,0 +1,255 @@
+"""Start, resume and finish a tracked run; the CLI's train command calls run_training()."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from hype.config import TrainConfig
+from hype.data import Graph, load_edge_csv
+from hype.evaluate import reconstruction
+from hype.train import TrainState, check_compatible, new_state, train
+from tracker import layout, names, stopping
+from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, save_atomic
+from tracker.fmt import human_bytes
+from tracker.retention import CheckpointRecord
+from tracker.run import Retained, TrackedTraining, TrackerConfig, call_with_retry, say
+
+try:
+    from tracker.store_lock import open_tracking_store
+except ImportError:  # TEMP until store_lock lands
+    open_tracking_store = MlflowClient
+from tracker.stores import TrackedCheckpoints
+from tracker.tracking import TrackingError, get_or_create_experiment, redact
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    experiment_id: str
+    final_metrics: dict
+    best_epoch: int | None
+    stop_reason: str | None
+    final_path: Path
+    epochs_run: int
+    tracking_seconds: float
+    train_seconds: float
+    freed_bytes: int
+
+
+def _dataset_params(graph: Graph) -> dict:
+    return {"dataset_path": str(Path(graph.path).resolve()), "dataset_sha256": graph.sha256,
+            "dataset_nodes": graph.num_nodes, "dataset_edges": graph.num_edges}
+
+
+def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig, tconfig: TrackerConfig,
+              *, experiment: str, run_name: str | None) -> tuple[TrackedTraining, TrainState]:
+    exp_id = get_or_create_experiment(client, uri, experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={layout.TAG_MODEL_NAME: tconfig.model_name,
+                                                              layout.TAG_MONITOR: tconfig.monitor})
+    run_id = run.info.run_id
+    local_dir = Path(tconfig.checkpoint_root) / run_id
+    local_dir.mkdir(parents=True, exist_ok=True)
+    client.set_tag(run_id, layout.TAG_CHECKPOINT_DIR, str(local_dir.resolve()))
+    params = {**config.to_dict(), **tconfig.params(), **_dataset_params(graph)}
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    tracked = TrackedTraining(client, run_id, graph, config, tconfig, local_dir=local_dir,
+                              store=TrackedCheckpoints(run_id, client=client),
+                              stop_state=stopping.StopState(), retained=Retained())
+    return tracked, new_state(graph, config)
+
+
+def _run_configs(run) -> tuple[TrainConfig, TrackerConfig]:
+    p = run.data.params
+    config = TrainConfig.from_dict(p)
+    keep = p.get("keep_checkpoints", "20")
+    tconfig = TrackerConfig(
+        model_name=p.get("model_name", run.data.tags.get(layout.TAG_MODEL_NAME, "model")),
+        keep=None if keep == "all" else int(keep), keep_best=p.get("keep_best", "True") == "True",
+        monitor=p.get("monitor", "map"), mode=p.get("mode"), patience=int(p.get("patience", 6)),
+        min_delta=float(p.get("min_delta", 0.0)), plot_every=int(p.get("plot_every", 0)))
+    return config, tconfig
+
+
+def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
+               epochs: int | None = None, checkpoint_root: Path | None = None
+               ) -> tuple[TrackedTraining, TrainState, Graph]:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
+            raise TrackingError(f"no run with id {run_id!r} in this tracking store") from None
+        raise
+    config, tconfig = _run_configs(run)
+    if epochs is not None:
+        config = replace(config, epochs=epochs)
+    path = dataset or run.data.params.get("dataset_path")
+    graph = load_edge_csv(path)
+    if graph.sha256 != run.data.params.get("dataset_sha256", graph.sha256):
+        raise TrackingError(f"{path} has changed since run {run_id} started (sha256 differs); "
+                            "resume needs the same data")
+    local_dir = Path(run.data.tags.get(layout.TAG_CHECKPOINT_DIR) or
+                     Path(checkpoint_root or tconfig.checkpoint_root) / run_id)
+    if checkpoint_root is not None:
+        local_dir = Path(checkpoint_root) / run_id
+    local_dir.mkdir(parents=True, exist_ok=True)
+    tconfig = replace(tconfig, checkpoint_root=local_dir.parent)
+    for p in remove_temporaries(local_dir):
+        say(f"Removed partial save left by the interrupted run: {p.name}")
+    store = TrackedCheckpoints(run_id, client=client)
+    retained = reconcile(store, local_dir, tconfig.model_name)
+    state = None
+    for rec in reversed(retained.sorted()):  # newest first; skip any that does not load
+        try:
+            state = TrainState.from_checkpoint(_fetch(store, local_dir, rec.name))
+            break
+        except CheckpointError as e:
+            say(f"WARNING: skipping {rec.name}: {e}")
+    if state is None:
+        raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
+    check_compatible(state, graph, config)
+    stop_cfg = tconfig.stop_config(config.burnin)
+    history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
+    stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
+    best_emb = None
+    best = stop_state.best_epoch
+    if best is not None and best in retained.records:
+        best_emb = _fetch(store, local_dir, retained.records[best].name)["embeddings"]
+    client.update_run(run_id, status="RUNNING")
+    say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "
+        f"(epoch {state.epoch}/{config.epochs})")
+    tracked = TrackedTraining(client, run_id, graph, config, tconfig, local_dir=local_dir, store=store,
+                              stop_state=stop_state, retained=retained, resumed_from=state.epoch,
+                              best_emb=best_emb)
+    tracked.apply_retention()  # no more than N on either side after a crash
+    return tracked, state, graph
+
+
+def reconcile(store: TrackedCheckpoints, local_dir: Path, model: str) -> Retained:
+    """Merge the local folder and the tracked folder into one set of records.
+
+    A local file the store lacks was written but its upload not confirmed: upload it now (after
+    checking it loads). A tracked file with no local copy is fine: it is downloaded on demand.
+    """
+    tracked = store.list()
+    retained = Retained()
+    local = {}
+    for p in local_dir.iterdir():
+        parsed = names.parse_checkpoint_name(p.name)
+        if parsed and parsed.model == model and p.is_file() and not p.is_symlink():
+            local[p.name] = (parsed.epoch, p.stat().st_size)
+    for name, size in tracked.items():
+        parsed = names.parse_checkpoint_name(name)
+        if parsed and parsed.model == model:
+            retained.records[parsed.epoch] = CheckpointRecord(parsed.epoch, name, size, stored=True)
+    for name, (epoch, size) in local.items():
+        if epoch in retained.records:
+            continue
+        try:
+            load(local_dir / name)
+        except CheckpointError as e:
+            say(f"WARNING: local {name} is unreadable and was never stored; leaving it: {e}")
+            continue
+        store.upload(local_dir / name)
+        say(f"Stored {name}, whose upload the interrupted run had not confirmed")
+        retained.records[epoch] = CheckpointRecord(epoch, name, size, stored=True)
+    return retained
+
+
+def _fetch(store: TrackedCheckpoints, local_dir: Path, name: str) -> dict:
+    path = local_dir / name
+    if not path.exists():
+        say(f"Downloading {name} from the tracking store (no local copy)")
+        path = store.download(name, local_dir)
+    return load(path)
+
+
+def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path]:
+    """Save and log the final model (best weights), evaluate it exactly, close the run."""
+    client, run_id, tconfig = tracked.client, tracked.run_id, tracked.tconfig
+    best_epoch = tracked.stop_state.best_epoch if tracked.best_emb is not None else None
+    emb = tracked.best_emb if tracked.best_emb is not None else state.emb
+    epoch = best_epoch if best_epoch is not None else state.epoch
+    r = reconstruction(emb, tracked.graph, tracked.config.manifold)
+    final = {"final_mean_rank": float(r.mean_rank), "final_map": float(r.map)}
+    ckpt = state.checkpoint()
+    ckpt.update(embeddings=emb.detach().clone(), epoch=epoch, final=True)
+    path = tracked.local_dir / names.final_name(tconfig.model_name)
+    save_atomic(ckpt, path)
+    call_with_retry(client.log_artifact, run_id, str(path), layout.FINAL_FOLDER, run_id=run_id)
+    client.log_batch(run_id, metrics=[_metric(k, v, state.epoch) for k, v in final.items()])
+    from tracker.plot import log_disk_plot
+
+    log_disk_plot(client, run_id, emb, tracked.graph, tracked.config.manifold, epoch=None)
+    if tconfig.log_pyfunc:
+        from tracker.serving import log_pyfunc
+
+        log_pyfunc(client, run_id, path)
+    retained = tracked.retained.sorted()
+    tags = {layout.TAG_FINAL_EPOCH: str(epoch), layout.TAG_RETAINED: str(len(retained)),
+            layout.TAG_RETAINED_EPOCHS: ",".join(str(r.epoch) for r in retained),
+            layout.TAG_STOP_REASON: stop_reason or f"finished: reached {state.epoch} epochs"}
+    if tracked.stop_state.best_epoch is not None:
+        tags[layout.TAG_BEST_EPOCH] = str(tracked.stop_state.best_epoch)
+        tags[layout.TAG_BEST_VALUE] = f"{tracked.stop_state.best:.6g}"
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+    client.set_terminated(run_id, "FINISHED")
+    return final, path
+
+
+def _metric(key, value, step):
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), step)
+
+
+def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
+                 tconfig: TrackerConfig | None, experiment: str = "hype", run_name: str | None = None,
+                 resume: str | None = None, epochs: int | None = None,
+                 checkpoint_root: Path | None = None, progress: bool = True) -> Outcome:
+    client = open_tracking_store(uri)
+    if resume:
+        tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,
+                                           epochs=epochs, checkpoint_root=checkpoint_root)
+    else:
+        tracked, state = start_run(client, uri, graph, config, tconfig, experiment=experiment,
+                                   run_name=run_name)
+    run_id = tracked.run_id
+    say(f"MLflow run {run_id} in {redact(uri)}; checkpoints in {tracked.local_dir}")
+    t0 = time.perf_counter()
+    try:
+        result = train(tracked.graph, tracked.config, state=state, callbacks=tracked, progress=progress)
+    except KeyboardInterrupt:
+        _mark(client, run_id, "KILLED")
+        raise TrackingError(f"interrupted; run {run_id} marked KILLED. Resume with: "
+                            f"python cli.py train --resume {run_id}") from None
+    except BaseException:
+        _mark(client, run_id, "FAILED")
+        raise
+    train_seconds = time.perf_counter() - t0
+    final, path = finish(tracked, result.state, result.stop_reason)
+    total = tracked.written_bytes
+    if total:
+        say(f"Retention freed {human_bytes(tracked.freed_bytes)} "
+            f"({100 * tracked.freed_bytes / total:.0f}%) in this run")
+    return Outcome(run_id, client.get_run(run_id).info.experiment_id, final,
+                   tracked.stop_state.best_epoch, result.stop_reason, path, result.state.epoch,
+                   tracked.tracking_seconds, train_seconds, tracked.freed_bytes)
+
+
+def _mark(client: MlflowClient, run_id: str, status: str) -> None:
+    try:
+        client.set_terminated(run_id, status)
+    except Exception:  # the store may be the thing that failed; resume still works
+        pass
+
+
+def load_final(path: Path) -> torch.Tensor:
+    return load(path)["embeddings"]
