@@ -79,12 +79,12 @@ def _apply(mid, x, grad, scale):
         sq = -grad[0] * grad[0]
         for k in range(1, dim):
             sq += grad[k] * grad[k]
-        n = scale * math.sqrt(max(sq, 0.0))
+        norm = math.sqrt(max(sq, 0.0))
+        n = abs(scale) * norm  # |step| in the tangent space; scale < 0 moves towards
         if n < 1e-15:
             return
-        n = min(n, 50.0)
-        c = math.cosh(n)
-        s = math.sinh(n) / n * scale
+        c = math.cosh(min(n, 50.0))
+        s = math.sinh(min(n, 50.0)) / norm * (1.0 if scale > 0 else -1.0)
         space = 0.0
         for k in range(1, dim):
             x[k] = c * x[k] - s * grad[k]

@@ -1,0 +1,82 @@
+"""The compiled per-edge step against torch autograd + Riemannian SGD on the same inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from hype import kernels, manifolds
+from hype.model import edge_loss
+
+
+def _points(manifold, n, dim, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    return manifolds.get(manifold).init(n, dim, scale=scale, generator=g)
+
+
+def _torch_step(emb, manifold, u, targets, step):
+    geo = manifolds.get(manifold)
+    x = emb.clone().requires_grad_(True)
+    loss = edge_loss(x[u].unsqueeze(0), x[targets].unsqueeze(0), manifold).sum()
+    loss.backward()
+    rows = torch.unique(torch.cat([torch.tensor([u]), torch.from_numpy(targets)]))
+    out = emb.clone()
+    with torch.no_grad():
+        out[rows] = geo.retract(emb[rows], -step * geo.rgrad(emb[rows], x.grad[rows]))
+    return out, float(loss.detach())
+
+
+@pytest.mark.parametrize("manifold", ["poincare", "lorentz", "euclidean"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scale", [0.1, 0.6])
+def test_edge_step_matches_autograd(manifold, seed, scale):
+    n, dim, negs, step = 12, 5, 6, 0.01
+    emb = _points(manifold, n, dim, seed, scale / (dim ** 0.5))
+    if manifold == "poincare" and scale > 0.5:
+        emb = manifolds.poincare.project(emb * 1.6)  # some points near the boundary
+    rng = np.random.default_rng(seed)
+    u = 0
+    targets = rng.choice(np.arange(1, n), size=negs + 1, replace=False).astype(np.int64)
+    expected, expected_loss = _torch_step(emb, manifold, u, targets, step)
+
+    got = emb.clone()
+    d = got.shape[1]
+    gx, gy = np.empty((negs + 1, d)), np.empty((negs + 1, d))
+    loss = kernels.edge_step(got.numpy(), manifolds.KERNEL_ID[manifold], u, targets, step,
+                             gx, gy, np.empty(d), np.empty(negs + 1))
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(got, emb)  # it moved
+
+
+def test_poincare_stays_inside_ball():
+    emb = manifolds.poincare.project(_points("poincare", 20, 3, 0, 1.0) * 10)
+    targets = np.arange(1, 12, dtype=np.int64)
+    d = emb.shape[1]
+    for _ in range(50):
+        kernels.edge_step(emb.numpy(), 0, 0, targets, 5.0, np.empty((11, d)), np.empty((11, d)),
+                          np.empty(d), np.empty(11))
+    assert float(emb.norm(dim=-1).max()) < 1.0
+    assert torch.isfinite(emb).all()
+
+
+def test_lorentz_stays_on_hyperboloid():
+    emb = _points("lorentz", 20, 4, 1, 0.5)
+    targets = np.arange(1, 12, dtype=np.int64)
+    d = emb.shape[1]
+    for _ in range(50):
+        kernels.edge_step(emb.numpy(), 1, 0, targets, 1.0, np.empty((11, d)), np.empty((11, d)),
+                          np.empty(d), np.empty(11))
+    torch.testing.assert_close(manifolds.lorentz.inner(emb, emb), -torch.ones(20, dtype=torch.float64),
+                               rtol=0, atol=1e-8)
+
+
+def test_negatives_are_never_neighbours_or_self():
+    # node 0 is related to 1..5; negatives for 0 must come from 6..9
+    indptr = np.array([0, 5] + [5] * 9, dtype=np.int64)
+    indices = np.arange(1, 6, dtype=np.int64)
+    out = np.empty(201, dtype=np.int64)
+    np.random.seed(0)
+    kernels.sample_negatives(0, 1, 10, 200, indptr, indices, np.empty(0), out)
+    assert out[0] == 1
+    assert set(out[1:]) <= set(range(6, 10)) | {1}
+    assert set(range(6, 10)) <= set(out[1:])
