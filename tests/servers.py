@@ -150,19 +150,22 @@ def mlflow_server(
     app_name: str | None = None,
     env: dict | None = None,
     timeout: float = START_TIMEOUT_S,
+    port: int | None = None,
 ) -> Iterator[MlflowServer]:
     """Run `mlflow server` with proxied artifacts under tmp_path; stop its process group on exit.
 
     backend_uri defaults to a SQLite file under tmp_path. One uvicorn worker (`--workers 1`,
-    uvicorn being 3.17's default server) keeps startup and memory low.
+    uvicorn being 3.17's default server) keeps startup and memory low. A given port is used as
+    is (no retry on a lost race); by default a free one is picked.
     """
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     backend_uri = backend_uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
     artifacts_dir = tmp_path / "artifacts"
     server_env = _server_env(env)
+    fixed_port = port
     for attempt in range(1, BIND_ATTEMPTS + 1):
-        port = free_port()
+        port = fixed_port or free_port()
         log_path = tmp_path / f"mlflow-server-{port}.log"
         cmd = [
             str(VENV_BIN / "mlflow"), "server",
@@ -186,7 +189,7 @@ def mlflow_server(
         except ServerStartError:
             stop_process_group(proc, pgid)
             lost_race = "address already in use" in log_path.read_text(errors="replace").lower()
-            if lost_race and attempt < BIND_ATTEMPTS:
+            if lost_race and not fixed_port and attempt < BIND_ATTEMPTS:
                 continue
             raise
         except BaseException:
