@@ -117,7 +117,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
     m = outcome.final_metrics
     click.echo(f"Final model (epoch {outcome.best_epoch or outcome.epochs_run}): "
                f"mean rank {m['final_mean_rank']:.3f}, MAP {m['final_map']:.3f}")
-    click.echo(f"Stopped: {outcome.stop_reason or 'ran all epochs'}")
+    click.echo(outcome.stop_reason or f"finished: ran all {outcome.epochs_run} epochs")
     click.echo(f"Training {outcome.train_seconds:.1f} s, of which tracking {outcome.tracking_seconds:.2f} s")
     click.echo(f"Final model file: {outcome.final_path}")
     click.echo(f"Run: {outcome.run_id} (experiment {outcome.experiment_id}) in {uri}")

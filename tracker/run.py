@@ -143,6 +143,9 @@ class TrackedTraining:
         limit = "all" if self.tconfig.keep is None else self.tconfig.keep
         say(f"Checkpoint saved: {name} (keeping {min(kept, self.tconfig.keep or kept)}/{limit})")
         self.apply_retention()
+        # The checkpoint we resumed from was protected until a newer one was confirmed stored:
+        # from now on it is an old checkpoint like any other.
+        self.resumed_from = None
         self.tracking_seconds += time.perf_counter() - t0
 
     # -- retention -------------------------------------------------------------------------
