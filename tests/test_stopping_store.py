@@ -1,0 +1,64 @@
+"""Early stopping reads the store once at resume, then only the newest value: flat per epoch."""
+
+from __future__ import annotations
+
+import time
+
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from hype.config import TrainConfig
+from hype.data import load_edge_csv
+from hype.train import EpochResult, new_state
+from tests.datasets import write_tree_closure
+from tracker import stopping
+from tracker.run import Retained, TrackedTraining, TrackerConfig
+
+
+class CountingClient(MlflowClient):
+    """A real client that counts what early stopping reads back."""
+
+    def __init__(self, uri):
+        super().__init__(uri)
+        self.history_calls = 0
+        self.run_reads = 0
+
+    def get_metric_history(self, run_id, key):
+        self.history_calls += 1
+        return super().get_metric_history(run_id, key)
+
+    def get_run(self, run_id):
+        self.run_reads += 1
+        return super().get_run(run_id)
+
+
+def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
+    client = CountingClient(sqlite_tracking.tracking_uri)
+    exp = client.create_experiment("flat")
+    run_id = client.create_run(exp).info.run_id
+    # 10,000 epochs of a slowly improving map already in the store
+    values = [(step, 0.5 + step * 1e-5) for step in range(1, 10_001)]
+    for i in range(0, len(values), 1000):
+        client.log_batch(run_id, metrics=[Metric("map", v, 0, s) for s, v in values[i:i + 1000]])
+    graph = load_edge_csv(write_tree_closure(tmp_path / "t.csv", depth=2))
+    config = TrainConfig(dim=2, burnin=0, epochs=20_000)
+    tconfig = TrackerConfig(model_name="t", patience=3, checkpoint_root=tmp_path)
+    stop_cfg = tconfig.stop_config(config.burnin)
+    state0 = stopping.replay(values, stop_cfg)  # what resume computes from the one history read
+    tracked = TrackedTraining(client, run_id, graph, config, tconfig, local_dir=tmp_path, store=None,
+                              stop_state=state0, retained=Retained())
+    state = new_state(graph, config)
+    seconds = []
+    reasons = []
+    for epoch in range(10_001, 10_005):  # one improvement, then flat
+        t0 = time.perf_counter()
+        reasons.append(tracked.on_epoch_end(EpochResult(epoch, 0.1, 0.3, 0.01, {"map": 0.7}), state))
+        seconds.append(time.perf_counter() - t0)
+    assert client.history_calls == 0  # never re-reads the 10,000 points
+    assert client.run_reads == 4  # one read of the newest value per evaluation
+    assert reasons[:3] == [None, None, None]
+    assert reasons[3] == ("stopped: no improvement in map for 3 evaluations "
+                          "(best 0.7 at epoch 10001)")
+    # the same decision as a replay of the whole (deduplicated) history from the store
+    full = [(m.step, m.value) for m in MlflowClient(sqlite_tracking.tracking_uri).get_metric_history(run_id, "map")]
+    assert stopping.replay(full, stop_cfg).best_epoch == 10_001
