@@ -79,3 +79,22 @@ def test_sigkill_between_evaluations_then_resume_stops_at_the_same_epoch(tmp_pat
     assert len(local) <= 4
     assert (target.parent / "mammal.pth").exists()
     assert not list(target.parent.glob("*.tmp"))
+
+
+def test_ctrl_c_marks_the_run_killed_and_leaves_no_partial_file(tmp_path):
+    proc = _cli(tmp_path, *ARGS)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/mammal_epoch0005.pth")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "marked KILLED" in out and "--resume" in out
+    run_dir = next((tmp_path / "ckpt").iterdir())
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(run_dir.name).info.status == "KILLED"
+    assert not list(run_dir.glob("*.tmp"))
+    local = {p.name for p in run_dir.glob("mammal_epoch*.pth")}
+    tracked = set(_tracked(client, run_dir.name))
+    # at most the checkpoint being uploaded when Ctrl+C came is local only; resume stores it
+    assert tracked and tracked <= local and len(local - tracked) <= 1
