@@ -1,0 +1,167 @@
+"""Open a tracking store safely, and fail early with one clear line when it cannot be used.
+
+MLflow creates (or migrates) a SQL store's schema the first time a process touches it, with
+no lock. Two processes doing that to a fresh SQLite file at once collide: "duplicate column
+name", "table _alembic_tmp_... already exists", alembic_version mismatches, and a database
+left half-migrated. For `sqlite:` URIs we therefore hold a file lock (`<db>.lock`, beside
+the db) around the first touch in each process; later calls reuse MLflow's cached store.
+
+Other schemes need no lock here: a tracking server migrates its store once at startup. They
+get a cheap reachability check instead, so that a typo or a server that is down is reported
+before training starts rather than after the first epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from mlflow.utils.uri import get_uri_scheme
+
+from tracker.stores import RetryPolicy, StoreError, call_with_retry, scrub
+
+# A fresh SQLite store is fully migrated in about a second; a lock held for minutes means a
+# process is stuck, and waiting on it silently would look like a hang.
+DEFAULT_LOCK_TIMEOUT_S = 120.0
+# How long a server or database may be unreachable before we give up (connection refused, 5xx).
+DEFAULT_PROBE = RetryPolicy(total_s=20.0, first_delay_s=0.5, max_delay_s=4.0)
+SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking URI cannot be used: malformed, unreachable, refused, or stuck on a lock."""
+
+
+def open_tracking_store(
+    tracking_uri: str | None = None,
+    *,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    probe: RetryPolicy = DEFAULT_PROBE,
+) -> MlflowClient:
+    """A client for tracking_uri (default: MLflow's current one) whose store is ready to use."""
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    shown = scrub(uri)
+    try:
+        scheme = get_uri_scheme(uri)
+    except Exception as exc:
+        raise TrackingUnavailable(f"tracking URI {shown!r} is malformed: {scrub(exc)}") from None
+    if scheme == "sqlite":
+        return _open_sqlite(uri, lock_timeout_s)
+    if scheme in ("http", "https"):
+        _probe_http(uri, probe)
+    elif scheme.split("+")[0] in SQL_SCHEMES:
+        _probe_sql(uri, probe)
+    return _ready_client(uri)
+
+
+def _ready_client(uri: str) -> MlflowClient:
+    """Build the client and touch the store once: that creates or migrates a SQL schema."""
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"tracking store {scrub(uri)!r} cannot be opened: {_one_line(exc)}"
+        ) from None
+    return client
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = scrub(f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The db file of a sqlite: URI, or None for an in-memory db (nothing shared to protect)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(uri).database
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"tracking URI {scrub(uri)!r} is malformed: {_one_line(exc)}"
+        ) from None
+    if not database or database == ":memory:" or "mode=memory" in uri:
+        return None
+    # Relative paths are relative to the working directory, as SQLite itself resolves them.
+    return Path(database).expanduser().resolve()
+
+
+def _open_sqlite(uri: str, lock_timeout_s: float) -> MlflowClient:
+    from filelock import FileLock, Timeout
+
+    db = _sqlite_path(uri)
+    if db is None:
+        return _ready_client(uri)
+    lock_path = Path(f"{db}.lock")
+    try:
+        # MLflow creates missing parent directories of a SQLite db too; the lock needs one.
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(lock_path, timeout=lock_timeout_s):
+            return _ready_client(uri)
+    except Timeout:
+        raise TrackingUnavailable(
+            f"waited {lock_timeout_s:g} s for {lock_path}: another process has been creating "
+            f"the schema of {db} for that long; is it stuck?"
+        ) from None
+    except OSError as exc:
+        raise TrackingUnavailable(
+            f"cannot lock SQLite tracking store {db} (lock file {lock_path}): {_one_line(exc)}"
+        ) from None
+
+
+def _probe_http(uri: str, probe: RetryPolicy) -> None:
+    """One authenticated GET that only an MLflow tracking server answers with 200."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.request_utils import augmented_raise_for_status
+    from mlflow.utils.rest_utils import http_request
+
+    endpoint = "/api/2.0/mlflow/experiments/search"
+
+    def get():
+        # max_retries=0: our own loop retries within `probe`; MLflow's would wait minutes.
+        resp = http_request(
+            get_default_host_creds(uri), endpoint, "GET", params={"max_results": 1},
+            max_retries=0, backoff_factor=0, timeout=10,
+        )  # fmt: skip
+        if resp.status_code == 404:
+            # A StoreError passes through the retry loop as is: no point retrying this.
+            raise StoreError(
+                f"{scrub(uri)} answered 404 for {endpoint}: not an MLflow tracking server "
+                "(or the URI is missing a path prefix)"
+            )
+        augmented_raise_for_status(resp)
+
+    _probe(f"reach tracking server {scrub(uri)}", get, probe)
+
+
+def _probe_sql(uri: str, probe: RetryPolicy) -> None:
+    """Connect once, briefly, before MLflow's own engine retries for about 100 s."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+        connect_args = {"connect_timeout": 10} if url.get_backend_name() != "mssql" else {}
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except ModuleNotFoundError as exc:
+        hint = " (name the driver, e.g. postgresql+psycopg2://)" if "psycopg" in str(exc) else ""
+        raise TrackingUnavailable(
+            f"no database driver for {scrub(uri)!r}: {_one_line(exc)}{hint}"
+        ) from None
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"tracking URI {scrub(uri)!r} is malformed: {_one_line(exc)}"
+        ) from None
+    try:
+        _probe(f"connect to {scrub(uri)}", lambda: engine.connect().close(), probe)
+    finally:
+        engine.dispose()
+
+
+def _probe(what: str, fn, probe: RetryPolicy) -> None:
+    try:
+        call_with_retry(what, fn, probe)
+    except StoreError as exc:
+        raise TrackingUnavailable(str(exc)) from None
