@@ -80,7 +80,7 @@ def parse_table(
     missing = [c for c in (child_column, parent_column) if c not in header]
     if missing:
         raise TaxonomyError(
-            f"no column {', '.join(map(repr, missing))} in the header; columns are "
+            f"no column {' or '.join(map(repr, missing))} in the header; columns are "
             f"{', '.join(map(repr, header))} (choose with --child-column/--parent-column)"
         )
     ci, pi = header.index(child_column), header.index(parent_column)
@@ -170,12 +170,16 @@ class Closure:
             seen[np.concatenate(self.ancestors)] = True
         return int(seen.sum()), int(lengths.sum())
 
-    def index(self, name: str) -> int:
+    def __contains__(self, name: str) -> bool:
+        i = bisect.bisect_left(self._keys, csv_key(name))
+        return i < len(self.names) and self.names[i] == name
+
+    def index(self, name: str, *, what: str = "node") -> int:
         """The id of `name`; an unknown name is a TaxonomyError that suggests near misses."""
         i = bisect.bisect_left(self._keys, csv_key(name))
         if i < len(self.names) and self.names[i] == name:
             return i
-        raise TaxonomyError(f"unknown node {name!r}: {_no_such_node_hint(self.names, name)}")
+        raise TaxonomyError(f"unknown {what} {name!r}: {_no_such_node_hint(self.names, name)}")
 
     @cached_property
     def _keys(self) -> list[str]:
@@ -220,15 +224,18 @@ def clean_edges(edges: Iterable[Edge], *, examples: int = 3) -> tuple[list[Edge]
     return kept, dropped
 
 
-def transitive_closure(edges: Iterable[Edge]) -> Closure:
+def transitive_closure(edges: Iterable[Edge], *, nodes: Iterable[str] = ()) -> Closure:
     """The closure of (child, parent) edges: every node's ancestors. Raises CycleError.
+
+    `nodes` adds nodes that may have no edges, so that closures of two relations over
+    the same nodes share their ids.
 
     Nodes are visited parents-first (Kahn's order), so each node's array is its parents'
     arrays plus the parents: time and memory are linear in the closure size (4 bytes
     per closure edge plus a small array header per node).
     """
     edges = list(edges)
-    names = sorted({n for edge in edges for n in edge}, key=csv_key)
+    names = sorted({n for edge in edges for n in edge}.union(nodes), key=csv_key)
     ids = {name: i for i, name in enumerate(names)}
     n = len(names)
     parents: list[list[int]] = [[] for _ in range(n)]
@@ -282,7 +289,7 @@ def _find_cycle(stuck: Mapping[str, set[str]]) -> list[str]:
 
 def subtree(closure: Closure, root: str) -> Closure:
     """The sub-taxonomy under `root`: root and its descendants, ancestors among them only."""
-    r = closure.index(root)
+    r = closure.index(root, what="root")
     keep = np.zeros(len(closure.names), dtype=bool)
     keep[r] = True
     for i, a in enumerate(closure.ancestors):
@@ -301,7 +308,7 @@ def drop_descendants(closure: Closure, nodes: Iterable[str]) -> tuple[Closure, d
     anc = list(closure.ancestors)
     lost = {}
     for name in nodes:
-        i = closure.index(name)
+        i = closure.index(name, what="node to exclude")
         lost[name] = len(anc[i])
         anc[i] = _EMPTY
     return Closure(closure.names, anc), lost
