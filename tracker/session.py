@@ -50,15 +50,28 @@ def _dataset_params(graph: Graph) -> dict:
 
 def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig, tconfig: TrackerConfig,
               *, experiment: str, run_name: str | None) -> tuple[TrackedTraining, TrainState]:
-    exp_id = get_or_create_experiment(client, uri, experiment)
-    run = client.create_run(exp_id, run_name=run_name, tags={layout.TAG_MODEL_NAME: tconfig.model_name,
-                                                              layout.TAG_MONITOR: tconfig.monitor})
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+
+    tags = {layout.TAG_MODEL_NAME: tconfig.model_name, layout.TAG_MONITOR: tconfig.monitor}
+    if MLFLOW_RUN_ID.get():  # `mlflow run` created the run (and logged its -P params): use it
+        try:
+            run = client.get_run(MLFLOW_RUN_ID.get())
+        except MlflowException:
+            raise TrackingError(f"MLFLOW_RUN_ID={MLFLOW_RUN_ID.get()} is not a run in {redact(uri)}; "
+                                "unset it to start a new run") from None
+        get_or_create_experiment(client, uri, client.get_experiment(run.info.experiment_id).name)
+        for k, v in tags.items():
+            client.set_tag(run.info.run_id, k, v)
+    else:
+        exp_id = get_or_create_experiment(client, uri, experiment)
+        run = client.create_run(exp_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     local_dir = Path(tconfig.checkpoint_root) / run_id
     local_dir.mkdir(parents=True, exist_ok=True)
     client.set_tag(run_id, layout.TAG_CHECKPOINT_DIR, str(local_dir.resolve()))
     params = {**config.to_dict(), **tconfig.params(), **_dataset_params(graph)}
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    # A param is logged once: `mlflow run` already logged the -P values under the same names.
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in run.data.params])
     tracked = TrackedTraining(client, run_id, graph, config, tconfig, local_dir=local_dir,
                               store=TrackedCheckpoints(run_id, client=client),
                               stop_state=stopping.StopState(), retained=Retained())
