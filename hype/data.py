@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,8 @@ def load_edge_csv(path: str | Path) -> Graph:
     if not text.strip():
         raise DataError(f"{path}:1: empty file, expected a header id1,id2,weight and edges")
 
-    reader = csv.reader(text.splitlines())
+    # newline="" lets quoted names hold any character, line breaks included
+    reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader)]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
@@ -92,7 +94,8 @@ def load_edge_csv(path: str | Path) -> Graph:
 
     index: dict[str, int] = {}
     us, vs, ws = [], [], []
-    for lineno, row in enumerate(reader, start=2):
+    for row in reader:
+        lineno = reader.line_num
         if not row:
             continue  # blank line
         if len(row) != width:
