@@ -1,7 +1,9 @@
 """Shared fixtures: real tracking stores and real servers, all under pytest's tmp dirs.
 
-Server fixtures are module- or session-scoped because each `mlflow server` start costs about
-4 s; tests that share one must use their own experiment names.
+Server fixtures are session-scoped because each `mlflow server` start costs about 4 s (5 s
+for basic auth); tests that share one must use their own experiment names and users.
+Every server is stopped by killing its process group, and stopping fails loudly if any
+process of the group survives.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def sqlite_tracking(tmp_path, monkeypatch, _migrated_sqlite_db) -> SqliteTrackin
     return SqliteTracking(uri, artifact_root)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_server_proxied(tmp_path_factory, _migrated_sqlite_db):
     """`mlflow server` on a SQLite store, artifacts proxied (mlflow-artifacts:) to a tmp dir.
 
@@ -93,7 +95,7 @@ def pg_mlflow_server(tmp_path_factory, postgres_uri):
         yield s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def basic_auth_server(tmp_path_factory):
     """`mlflow server --app-name basic-auth`; yields tests.servers.AuthServer.
 

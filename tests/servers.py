@@ -90,6 +90,8 @@ def stop_process_group(proc: subprocess.Popen, pgid: int, timeout: float = STOP_
             break
     if proc.poll() is None:
         proc.wait(timeout=timeout)
+    if group_alive(pgid):
+        raise RuntimeError(f"process group {pgid} ({proc.args[0]}) survived SIGTERM and SIGKILL")
 
 
 @dataclass(frozen=True)

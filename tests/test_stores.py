@@ -59,7 +59,7 @@ def _roundtrip(store: TrackedCheckpoints, tmp_path):
 
 def test_local_artifact_root(sqlite_tracking, tmp_path):
     client = MlflowClient(sqlite_tracking.tracking_uri)
-    run = client.create_run(client.create_experiment("local"))
+    run = client.create_run(client.create_experiment("stores-local"))
     store = TrackedCheckpoints(run.info.run_id, client=client)
     _roundtrip(store, tmp_path)
     on_disk = sorted(p.name for p in sqlite_tracking.artifact_root.rglob("*.pt"))
@@ -68,7 +68,7 @@ def test_local_artifact_root(sqlite_tracking, tmp_path):
 
 def test_proxied_server(mlflow_server_proxied, tmp_path):
     client = MlflowClient(mlflow_server_proxied.url)
-    run = client.create_run(client.create_experiment("proxied"))
+    run = client.create_run(client.create_experiment("stores-roundtrip"))
     run_id = run.info.run_id
     store = TrackedCheckpoints(run_id, client=client)
     assert store.uri.startswith("mlflow-artifacts:")
@@ -160,7 +160,7 @@ def test_delete_without_manage_is_a_permission_error(basic_auth_server, tmp_path
     auth = basic_auth_server
     _login(monkeypatch, auth.admin_username, auth.admin_password)
     client = MlflowClient(auth.url)
-    exp = client.create_experiment("no-manage")
+    exp = client.create_experiment("stores-no-manage")
     run_id = client.create_run(exp).info.run_id
     TrackedCheckpoints(run_id, client=client).upload(_checkpoint(tmp_path))
 
