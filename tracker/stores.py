@@ -258,7 +258,13 @@ def _supports_delete(repo: ArtifactRepository) -> bool:
 
 
 class TrackedCheckpoints:
-    """The checkpoint files of one run, in `<run artifact root>/<folder>/`."""
+    """The checkpoint files of one run, in `<run artifact root>/<folder>/`.
+
+    Construction looks the run up once (with retries) to learn its artifact URI; every
+    method then talks to that run's artifact repository only. `client` defaults to
+    MlflowClient() for the current tracking URI; for `mlflow-artifacts:` runs its tracking
+    URI is also the server the artifacts are proxied through.
+    """
 
     def __init__(
         self,
