@@ -2,11 +2,15 @@
 
 Input DataFrame with columns u, v (node names) -> column `distance`.
 Input DataFrame with columns node, k -> columns node, neighbor, rank, distance (k nearest).
+A bad request (unknown node, wrong columns, bad k) raises MlflowException(INVALID_PARAMETER_VALUE):
+the scoring server answers 400 with the message; any other exception would be a 400 whose body
+carries a server stack trace and no useful message.
 """
 
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
@@ -22,14 +26,17 @@ class HypeEmbedding(PythonModel):
         self.geometry = manifolds.get(ckpt["config"]["manifold"])
 
     def _lookup(self, values) -> np.ndarray:
-        missing = [str(v) for v in values if v not in self.index]
+        missing = [str(v) for v in values if not (isinstance(v, str) and v in self.index)]
         if missing:
-            raise ValueError(f"unknown node(s): {', '.join(missing[:5])}"
-                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            raise _bad(f"unknown node(s): {', '.join(missing[:5])}"
+                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         return np.array([self.index[v] for v in values], dtype=np.int64)
 
     def predict(self, context, model_input, params=None):
-        df = pd.DataFrame(model_input)
+        try:
+            df = pd.DataFrame(model_input)
+        except (ValueError, TypeError) as e:
+            raise _bad(f"expected a table with columns (u, v) or (node, k): {e}") from None
         if {"u", "v"} <= set(df.columns):
             u = self.emb[self._lookup(df["u"])]
             v = self.emb[self._lookup(df["v"])]
@@ -38,9 +45,7 @@ class HypeEmbedding(PythonModel):
         if {"node", "k"} <= set(df.columns):
             rows = []
             for node, k in zip(df["node"], df["k"], strict=True):
-                k = int(k)
-                if k < 1:
-                    raise ValueError(f"k must be >= 1, got {k}")
+                k = _positive_int(k)
                 i = self._lookup([node])[0]
                 d = self.geometry.distance(self.emb[i].unsqueeze(0), self.emb)  # (N,)
                 d[i] = float("inf")
@@ -48,7 +53,21 @@ class HypeEmbedding(PythonModel):
                 for r, (j, dist) in enumerate(zip(top.indices.tolist(), top.values.tolist(), strict=True)):
                     rows.append({"node": node, "neighbor": self.names[j], "rank": r + 1, "distance": dist})
             return pd.DataFrame(rows)
-        raise ValueError(f"expected columns (u, v) or (node, k), got {list(df.columns)}")
+        raise _bad(f"expected columns (u, v) or (node, k), got {[str(c) for c in df.columns]}")
+
+
+def _bad(message: str) -> MlflowException:
+    return MlflowException.invalid_parameter_value(message)
+
+
+def _positive_int(k) -> int:
+    try:
+        value = float(k)
+    except (TypeError, ValueError):
+        raise _bad(f"k must be an integer >= 1, got {k!r}") from None
+    if not value.is_integer() or value < 1:
+        raise _bad(f"k must be an integer >= 1, got {k!r}")
+    return int(value)
 
 
 set_model(HypeEmbedding())
