@@ -1,0 +1,87 @@
+"""`python cli.py ui`: the MLflow UI on 127.0.0.1 for the project's tracking store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+HOST = "127.0.0.1"  # never beyond this machine: the UI has no authentication
+STOP_TIMEOUT_S = 10
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's whole group (mlflow forks uvicorn), then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)  # start_new_session: its pid is its group's id
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # runs the `finally` that stops the server
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
+def ui(port, tracking_uri):
+    """Start the MLflow UI (`mlflow ui --workers 1`) on 127.0.0.1 and print its URL; Ctrl-C stops it.
+
+    One worker: by default the server starts about 15 processes, far too many for a laptop.
+    """
+    from tracker.tracking import TrackingError, redact, resolve_tracking_uri, sqlite_path
+
+    try:
+        uri = resolve_tracking_uri(tracking_uri)
+    except TrackingError as e:
+        raise click.ClickException(str(e)) from None
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
+           "--host", HOST, "--port", str(port), "--workers", "1"]
+    db = sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            raise click.ClickException(f"no tracking database at {db}: train first "
+                                       "(python cli.py train) or give --tracking-uri")
+        # Runs keep their own (file:) artifact locations; this is only for experiments made in the UI.
+        cmd += ["--artifacts-destination", str(db.resolve().parent / "mlartifacts")]
+    if not _port_free(port):
+        raise click.ClickException(f"port {port} on {HOST} is in use; choose another with --port")
+    env = dict(os.environ)
+    # `mlflow ui` starts uvicorn through PATH: the venv's bin must come first.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no background job workers
+    click.echo(f"MLflow UI for {redact(uri)}: http://{HOST}:{port}  (Ctrl-C to stop)")
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    # Its own process group, so that stopping it reaches the uvicorn process it forks.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        _stop(proc)
+    if code:
+        raise click.ClickException(f"mlflow ui exited with code {code}")
