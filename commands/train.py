@@ -84,6 +84,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
     from hype.data import DataError, load_edge_csv
     from tracker.run import TrackerConfig
     from tracker.session import run_training
+    from tracker.store_lock import TrackingUnavailable
     from tracker.stores import StoreError
     from tracker.tracking import TrackingError, resolve_tracking_uri
 
@@ -111,7 +112,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
             graph = load_edge_csv(dataset)
             outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
                                    experiment=experiment, run_name=run_name, progress=not quiet)
-    except (DataError, TrackingError, StoreError, ValueError) as e:
+    except (DataError, TrackingError, TrackingUnavailable, StoreError, ValueError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None
 
     m = outcome.final_metrics

@@ -20,11 +20,7 @@ from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, sav
 from tracker.fmt import human_bytes
 from tracker.retention import CheckpointRecord
 from tracker.run import Retained, TrackedTraining, TrackerConfig, call_with_retry, say
-
-try:
-    from tracker.store_lock import open_tracking_store
-except ImportError:  # TEMP until store_lock lands
-    open_tracking_store = MlflowClient
+from tracker.store_lock import open_tracking_store
 from tracker.stores import TrackedCheckpoints
 from tracker.tracking import TrackingError, get_or_create_experiment, redact
 
