@@ -22,7 +22,7 @@ from tracker.retention import CheckpointRecord
 from tracker.run import Retained, TrackedTraining, TrackerConfig, call_with_retry, say
 from tracker.store_lock import open_tracking_store
 from tracker.stores import TrackedCheckpoints
-from tracker.tracking import TrackingError, get_or_create_experiment, redact
+from tracker.tracking import TrackingError, get_or_create_experiment, redact, tune_sqlite_commits
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                  tconfig: TrackerConfig | None, experiment: str = "hype", run_name: str | None = None,
                  resume: str | None = None, epochs: int | None = None,
                  checkpoint_root: Path | None = None, progress: bool = True) -> Outcome:
+    tune_sqlite_commits()
     client = open_tracking_store(uri)
     if resume:
         tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,

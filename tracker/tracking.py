@@ -86,3 +86,31 @@ def get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def tune_sqlite_commits() -> None:
+    """Make each SQLite commit of the embedded store cheap: WAL journal, synchronous=NORMAL.
+
+    MLflow commits several times per log_batch; with the default rollback journal each commit
+    costs two fsyncs (about 10 ms each here), which made tracking cost more than a mammal epoch.
+    In WAL mode with synchronous=NORMAL a commit survives a killed process (kill -9, Ctrl+C);
+    only an OS crash or power loss may lose the last commits, never corrupt the database.
+    """
+    global _SQLITE_TUNED
+    if _SQLITE_TUNED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    _SQLITE_TUNED = True
+
+
+_SQLITE_TUNED = False
