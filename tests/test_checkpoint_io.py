@@ -1,0 +1,79 @@
+"""Checkpoints: atomic writes, and loads that refuse anything but tensors and plain types."""
+
+import os
+
+import pytest
+import torch
+
+from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, save_atomic
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil_epoch0001.pth"
+    torch.save({"embeddings": torch.zeros(2, 2), "names": ["a", "b"], "x": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable checkpoint"),
+    (b"hello, not a zip", "not a readable checkpoint"),
+])
+def test_garbage_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "m_epoch0001.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load(path)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "m_epoch0001.pth"
+    save_atomic({"embeddings": torch.rand(100, 5), "names": [str(i) for i in range(100)]}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=str(path)):
+        load(path)
+
+
+def test_not_a_hype_checkpoint(tmp_path):
+    path = tmp_path / "m_epoch0001.pth"
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="not a hype checkpoint"):
+        load(path)
+
+
+def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "m_epoch0001.pth"
+    save_atomic({"embeddings": torch.ones(2), "names": ["a"]}, path)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_atomic({"embeddings": torch.zeros(2), "names": ["a"]}, path)
+    assert torch.equal(load(path)["embeddings"], torch.ones(2))  # old content intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_epoch0001.pth"]
+
+
+def test_remove_temporaries_only_removes_partial_saves(tmp_path):
+    (tmp_path / "m_epoch0002.pth.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    (tmp_path / "m_epoch0001.pth").write_bytes(b"x")
+    removed = remove_temporaries(tmp_path)
+    assert [p.name for p in removed] == ["m_epoch0002.pth.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_epoch0001.pth", "notes.tmp"]
+
+
+def test_what_we_save_loads_with_weights_only(tmp_path):
+    path = tmp_path / "m_epoch0001.pth"
+    save_atomic({"embeddings": torch.rand(3, 2), "names": ["a", "b", "c"], "config": {"dim": 2},
+                 "rng": {"torch": torch.get_rng_state()}}, path)
+    assert load(path)["config"] == {"dim": 2}
