@@ -141,6 +141,10 @@ class TrackedTraining:
         self.retained.records[state.epoch] = CheckpointRecord(state.epoch, name, size, stored=True)
         kept = len(self.retained.records)
         limit = "all" if self.tconfig.keep is None else self.tconfig.keep
+        if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
+            projected = size * (self.config.epochs - state.epoch + kept)
+            say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
+                f"{human_bytes(projected)} here and in the tracking store by epoch {self.config.epochs}")
         say(f"Checkpoint saved: {name} (keeping {min(kept, self.tconfig.keep or kept)}/{limit})")
         self.apply_retention()
         # The checkpoint we resumed from was protected until a newer one was confirmed stored:
