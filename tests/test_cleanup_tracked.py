@@ -292,3 +292,17 @@ def test_open_client_never_creates_a_database(tmp_path):
     with pytest.raises(CleanupError, match="no tracking database"):
         ct.open_client(f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_through_a_tracking_server_with_proxied_artifacts(mlflow_server_proxied, tree, tmp_path):
+    uri = mlflow_server_proxied.url
+    run_id = train(uri, tree, tmp_path, experiment="cleanup-proxied")
+    client = ct.open_client(uri)
+    report = clean(client, run_id, keep=2)
+    assert report.failed == 0 and report.tracked.plan.location.startswith("mlflow-artifacts:")
+    survivors = ["tree_epoch0003.pth", "tree_epoch0005.pth", "tree_epoch0006.pth"]
+    assert tracked_names(client, run_id) == survivors
+    on_server = sorted(p.name for p in mlflow_server_proxied.artifacts_dir.rglob("tree_epoch*.pth")
+                       if run_id in str(p))
+    assert on_server == survivors  # gone from the server's disk, not only from the listing
+    assert local_names(tmp_path, run_id) == sorted(survivors + ["tree.pth"])
