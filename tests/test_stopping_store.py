@@ -60,5 +60,6 @@ def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
     assert reasons[3] == ("stopped: no improvement in map for 3 evaluations "
                           "(best 0.7 at epoch 10001)")
     # the same decision as a replay of the whole (deduplicated) history from the store
-    full = [(m.step, m.value) for m in MlflowClient(sqlite_tracking.tracking_uri).get_metric_history(run_id, "map")]
+    store = MlflowClient(sqlite_tracking.tracking_uri)
+    full = [(m.step, m.value) for m in store.get_metric_history(run_id, "map")]
     assert stopping.replay(full, stop_cfg).best_epoch == 10_001
