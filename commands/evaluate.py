@@ -25,7 +25,7 @@ def _aligned(ckpt: dict, graph):
     return ckpt["embeddings"].detach()[rows]
 
 
-@click.command()
+@click.command(short_help="Mean rank and MAP of a checkpoint or a run's final model.")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
 @click.option("--run-id", default=None, help="Evaluate this run's final model (hype_model/<model>.pth).")
 @click.option("--tracking-uri", default=None,

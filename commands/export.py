@@ -89,7 +89,7 @@ def _rows(ckpt: dict, ball: bool):
         yield name + "\t" + "\t".join(repr(x) for x in row) + "\n"
 
 
-@click.command()
+@click.command(short_help="Write a checkpoint or a run's final model as TSV.")
 @click.argument("checkpoint", type=_CHECKPOINT, required=False)
 @click.option("--run-id", default=None, help="Export this run's final model (hype_model/<model>.pth).")
 @click.option("--tracking-uri", default=None,

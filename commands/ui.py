@@ -42,8 +42,9 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # runs the `finally` that stops the server
 
 
-@click.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.command(short_help="Start the MLflow UI on 127.0.0.1 and print its URL.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port on 127.0.0.1.")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
 def ui(port, tracking_uri):
