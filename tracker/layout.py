@@ -15,3 +15,4 @@ TAG_RETAINED = "hype.retained_checkpoints"  # how many epoch checkpoints the run
 TAG_RETAINED_EPOCHS = "hype.retained_epochs"
 TAG_STOP_REASON = "hype.stop_reason"
 TAG_FINAL_EPOCH = "hype.final_model_epoch"  # which epoch's weights the final model holds
+TAG_RETENTION_ERROR = "hype.retention_error"  # why retention stopped deleting in this run

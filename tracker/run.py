@@ -24,7 +24,13 @@ from tracker import layout, names, stopping, stores
 from tracker.checkpoint_io import save_atomic
 from tracker.fmt import human_bytes
 from tracker.retention import CheckpointRecord, decide
-from tracker.stores import DeleteUnsupported, StoreError, TrackedCheckpoints
+from tracker.stores import (
+    DeleteUnsupported,
+    StoreError,
+    StorePermissionError,
+    StoreUnavailable,
+    TrackedCheckpoints,
+)
 from tracker.tracking import PROJECT_ROOT, TrackingError
 
 RETRY = stores.RetryPolicy()  # backoff while the tracking store is unreachable (about 60 s)
@@ -88,6 +94,7 @@ class TrackedTraining:
         self.freed_bytes = 0
         self.written_bytes = 0
         self.delete_warned = False
+        self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # wall time spent in this class (logging, saving, retention)
 
     # -- per epoch -------------------------------------------------------------------------
@@ -163,6 +170,8 @@ class TrackedTraining:
                       protect=protect, best_label=label)
 
     def apply_retention(self) -> None:
+        if self.retention_blocked:
+            return
         for d in self.decisions():
             if d.keep:
                 continue
@@ -171,6 +180,18 @@ class TrackedTraining:
             try:
                 self.store.delete(rec.name)
                 where = "local + tracked"
+            except StorePermissionError as e:
+                self.retention_blocked = True
+                say(f"ERROR: retention cannot delete tracked checkpoints: {e}. Deleting artifacts "
+                    "needs MANAGE permission on the experiment. This run keeps every checkpoint, "
+                    "locally and in the store; free them later with: python cli.py cleanup "
+                    f"--run-id {self.run_id}")
+                self._call(self.client.set_tag, self.run_id, layout.TAG_RETENTION_ERROR,
+                           "permission denied: deleting artifacts needs MANAGE")
+                return
+            except StoreUnavailable as e:
+                raise TrackingError(f"{e}. Nothing was deleted locally; resume with: "
+                                    f"python cli.py train --resume {self.run_id}") from None
             except DeleteUnsupported as e:
                 if not self.delete_warned:
                     say(f"WARNING: {e}; tracked checkpoints are kept, local copies are deleted")

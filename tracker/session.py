@@ -80,7 +80,8 @@ def _run_configs(run) -> tuple[TrainConfig, TrackerConfig]:
     keep = p.get("keep_checkpoints", "20")
     tconfig = TrackerConfig(
         model_name=p.get("model_name", run.data.tags.get(layout.TAG_MODEL_NAME, "model")),
-        keep=None if keep == "all" else int(keep), keep_best=p.get("keep_best", "True") == "True",
+        keep=None if keep in ("all", "0", "None") else int(keep),
+        keep_best=p.get("keep_best", "True") == "True",
         monitor=p.get("monitor", "map"), mode=p.get("mode"), patience=int(p.get("patience", 6)),
         min_delta=float(p.get("min_delta", 0.0)), plot_every=int(p.get("plot_every", 0)))
     return config, tconfig
