@@ -28,6 +28,21 @@ def _keep(ctx, param, value):
     return n
 
 
+_UNITS = {"": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}
+
+
+def _size(ctx, param, value):
+    text = str(value).strip().upper()
+    digits = text.rstrip("KMGB")
+    try:
+        n = float(digits) * _UNITS[text[len(digits):]]
+    except (ValueError, KeyError):
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 512MB, 2GB, 0)") from None
+    if n < 0:
+        raise click.BadParameter(f"{value!r} is negative")
+    return int(n)
+
+
 def _model_name(dataset: Path) -> str:
     stem = dataset.stem
     return stem[: -len("_closure")] if stem.endswith("_closure") else stem
@@ -74,12 +89,16 @@ def _model_name(dataset: Path) -> str:
               help="Local checkpoint folder; a run writes under DIR/<run_id> [default: ./checkpoints].")
 @click.option("--plot-every", type=int, default=0, show_default=True,
               help="Log the Poincaré-disk picture every K epochs (always at the end).")
+@click.option("--disk-margin", callback=_size, default="256MB", show_default=True,
+              help="Free space that must remain after the retained checkpoints (e.g. 1GB).")
+@click.option("--force", is_flag=True, help="Start even if the retained checkpoints would not fit.")
 @click.option("--resume", "resume", default=None, metavar="RUN_ID",
               help="Continue this MLflow run from its newest retained checkpoint.")
 @click.option("--no-pyfunc", is_flag=True, help="Do not log the final model as an MLflow model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, monitor, mode,
-          patience, min_delta, checkpoint_dir, plot_every, resume, no_pyfunc, quiet, epochs, **hp):
+          patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, no_pyfunc, quiet,
+          epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
     from hype.data import DataError, load_edge_csv
     from tracker.run import TrackerConfig
@@ -107,7 +126,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
                 model_name=model_name or _model_name(dataset), keep=keep, keep_best=keep_best,
                 monitor=monitor, mode=mode, patience=patience, min_delta=min_delta,
                 checkpoint_root=checkpoint_dir or TrackerConfig.checkpoint_root,
-                plot_every=plot_every, log_pyfunc=not no_pyfunc)
+                plot_every=plot_every, log_pyfunc=not no_pyfunc, disk_margin=disk_margin, force=force)
             tconfig.stop_config(config.burnin)  # validates monitor/mode/patience up front
             graph = load_edge_csv(dataset)
             outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,

@@ -48,6 +48,8 @@ class TrackerConfig:
     checkpoint_root: Path = PROJECT_ROOT / "checkpoints"  # a run writes under <root>/<run_id>/
     plot_every: int = 0  # also log the Poincaré-disk picture every K epochs (0: only at the end)
     log_pyfunc: bool = True  # log the final embedding once as an MLflow (pyfunc) model
+    disk_margin: int = 256 * 2**20  # bytes that must stay free after the retained checkpoints
+    force: bool = False  # start even when the retained checkpoints would not fit
 
     def stop_config(self, burnin: int) -> stopping.StopConfig:
         mode = self.mode or stopping.infer_mode(self.monitor)

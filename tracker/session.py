@@ -15,7 +15,7 @@ from hype.config import TrainConfig
 from hype.data import Graph, load_edge_csv
 from hype.evaluate import reconstruction
 from hype.train import TrainState, check_compatible, new_state, train
-from tracker import layout, names, stopping
+from tracker import diskguard, layout, names, stopping
 from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, save_atomic
 from tracker.fmt import human_bytes
 from tracker.retention import CheckpointRecord
@@ -234,6 +234,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                                    run_name=run_name)
     run_id = tracked.run_id
     say(f"MLflow run {run_id} in {redact(uri)}; checkpoints in {tracked.local_dir}")
+    check_disk(tracked, state)
     t0 = time.perf_counter()
     try:
         result = train(tracked.graph, tracked.config, state=state, callbacks=tracked, progress=progress)
@@ -253,6 +254,30 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     return Outcome(run_id, client.get_run(run_id).info.experiment_id, final,
                    tracked.stop_state.best_epoch, result.stop_reason, path, result.state.epoch,
                    tracked.tracking_seconds, train_seconds, tracked.freed_bytes)
+
+
+def check_disk(tracked: TrackedTraining, state: TrainState) -> None:
+    """Refuse to start (unless --force) when the retained set would not fit; log the estimate."""
+    tc = tracked.tconfig
+    size = diskguard.measure_checkpoint(state.checkpoint(), tracked.local_dir)
+    held = sum(p.stat().st_size for p in tracked.local_dir.glob("*.pth") if p.is_file())
+    est = diskguard.estimate(size, keep=tc.keep, epochs=tracked.config.epochs,
+                             free=diskguard.free_bytes(tracked.local_dir), margin=tc.disk_margin,
+                             held_bytes=held)
+    client, run_id = tracked.client, tracked.run_id
+    existing = client.get_run(run_id).data.params
+    params = {"checkpoint_bytes": est.checkpoint_bytes, "retained_bytes_max": est.retained_bytes_max}
+    new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+    if new:
+        client.log_batch(run_id, params=new)
+    if est.ok:
+        say(est.message)
+        return
+    if tc.force:
+        say(f"WARNING: {est.message} (going on: --force)")
+        return
+    _mark(client, run_id, "FAILED")
+    raise TrackingError(est.message)
 
 
 def _mark(client: MlflowClient, run_id: str, status: str) -> None:
