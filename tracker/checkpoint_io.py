@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from tracker import faults
+
 TMP_SUFFIX = ".tmp"  # a save in progress: <name>.<random>.tmp, removed on start or resume
 
 
@@ -29,6 +31,7 @@ def save_atomic(obj: dict, path: Path) -> int:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        faults.point("save")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hype.config import TrainConfig
 from hype.data import Graph
 from hype.train import EpochResult, TrainState
-from tracker import layout, names, stopping, stores
+from tracker import faults, layout, names, stopping, stores
 from tracker.checkpoint_io import save_atomic
 from tracker.fmt import human_bytes
 from tracker.retention import CheckpointRecord, decide
@@ -119,6 +119,7 @@ class TrackedTraining:
             log_disk_plot(self.client, self.run_id, state.emb, self.graph, self.config.manifold,
                           epoch=result.epoch)
         self.tracking_seconds += time.perf_counter() - t0
+        faults.point("epoch")
         return reason
 
     def _decide_stop(self, epoch: int, state: TrainState) -> str | None:
@@ -147,6 +148,7 @@ class TrackedTraining:
         self.written_bytes += size
         self.retained.records[state.epoch] = CheckpointRecord(state.epoch, name, size, stored=False)
         self._upload(path)
+        faults.point("upload")
         self.retained.records[state.epoch] = CheckpointRecord(state.epoch, name, size, stored=True)
         kept = len(self.retained.records)
         limit = "all" if self.tconfig.keep is None else self.tconfig.keep
@@ -199,6 +201,7 @@ class TrackedTraining:
                     say(f"WARNING: {e}; tracked checkpoints are kept, local copies are deleted")
                     self.delete_warned = True
                 where = "local only; the store cannot delete"
+            faults.point("delete")
             (self.local_dir / rec.name).unlink(missing_ok=True)
             del self.retained.records[rec.epoch]
             self.freed_bytes += rec.size or 0
