@@ -17,10 +17,4 @@ _COMMANDS = {
 
 def register(group: click.Group) -> None:
     for module, attr in _COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"commands.{module}")
-        except ModuleNotFoundError as e:
-            if e.name == f"commands.{module}":
-                continue  # not written yet
-            raise
-        group.add_command(getattr(mod, attr))
+        group.add_command(getattr(importlib.import_module(f"commands.{module}"), attr))
