@@ -6,8 +6,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -104,10 +103,12 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     if graph.sha256 != run.data.params.get("dataset_sha256", graph.sha256):
         raise TrackingError(f"{path} has changed since run {run_id} started (sha256 differs); "
                             "resume needs the same data")
-    local_dir = Path(run.data.tags.get(layout.TAG_CHECKPOINT_DIR) or
-                     Path(checkpoint_root or tconfig.checkpoint_root) / run_id)
+    # --checkpoint-dir on resume wins; else the folder the run recorded; else the default
     if checkpoint_root is not None:
         local_dir = Path(checkpoint_root) / run_id
+    else:
+        recorded = run.data.tags.get(layout.TAG_CHECKPOINT_DIR)
+        local_dir = Path(recorded) if recorded else Path(tconfig.checkpoint_root) / run_id
     local_dir.mkdir(parents=True, exist_ok=True)
     tconfig = replace(tconfig, checkpoint_root=local_dir.parent)
     for p in remove_temporaries(local_dir):
@@ -215,8 +216,6 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
 
 
 def _metric(key, value, step):
-    from mlflow.entities import Metric
-
     return Metric(key, float(value), int(time.time() * 1000), step)
 
 
@@ -285,7 +284,3 @@ def _mark(client: MlflowClient, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status)
     except Exception:  # the store may be the thing that failed; resume still works
         pass
-
-
-def load_final(path: Path) -> torch.Tensor:
-    return load(path)["embeddings"]
