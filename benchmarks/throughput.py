@@ -1,0 +1,148 @@
+"""Edge-updates per second of hype's compiled trainer on a noun-sized closure, and peak RSS.
+
+    .venv/bin/python benchmarks/throughput.py                      # dim 10, 50 negatives, 1 and 2 workers
+    .venv/bin/python benchmarks/throughput.py --closure data/noun_closure.csv --workers 2
+
+An edge-update is one positive edge with its negatives (sampling included). Epochs run
+through hype.train.train as users run them (shuffle, per-worker kernel calls, Hogwild threads),
+after burn-in and without evaluation; the first epoch loads or compiles the kernels and is not
+timed. The rate of each epoch is edges / its wall seconds; the median over epochs is printed,
+with the best, the CPU-time rate (all threads' CPU seconds, less sensitive to other load on
+the machine) and the ratio to the original poincare-embeddings' 41k edge-updates/s, measured
+on this 2-core machine on the WordNet noun closure (issue 6). Without --closure it uses
+data/noun_closure.csv if present, else a synthetic closure of a random taxonomy with as many
+nodes as the noun closure (hype.closure.random_taxonomy; about 900k edges against the nouns'
+743k, with deeper and thinner ancestor lists of the same length scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from hype.closure import random_taxonomy, transitive_closure  # noqa: E402
+from hype.config import TrainConfig  # noqa: E402
+from hype.data import Graph, from_edges, load_edge_csv  # noqa: E402
+from hype.train import train  # noqa: E402
+
+ORIGINAL_RATE = 41_000  # edge-updates/s, the original on this machine (issue 6)
+NOUN_CLOSURE = Path("data/noun_closure.csv")
+NOUN_NODES = 82_115
+
+
+@dataclass(frozen=True)
+class Measurement:
+    workers: int
+    rates: list  # edge-updates/s of each timed epoch (wall clock)
+    cpu_rate: float  # edge-updates per CPU second over the timed epochs, all threads together
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def synthetic_closure(nodes: int, *, seed: int = 0) -> Graph:
+    """The transitive closure of hype.closure.random_taxonomy(nodes) as a Graph."""
+    closure = transitive_closure(random_taxonomy(nodes, seed=seed, extra_parent_prob=0.0))
+    counts = np.fromiter((len(a) for a in closure.ancestors), dtype=np.int64,
+                         count=len(closure.ancestors))
+    src = np.repeat(np.arange(len(closure.names)), counts)
+    dst = np.concatenate(closure.ancestors).astype(np.int64)
+    return from_edges(closure.names, np.stack([src, dst], axis=1),
+                      path=f"synthetic random_taxonomy({nodes}, seed={seed})")
+
+
+class _Timer:
+    """Callbacks for hype.train: wall and process CPU seconds of each epoch; stops after `epochs`."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.wall, self.cpu = epochs, [], []
+        self._cpu0 = time.process_time()
+
+    def on_epoch_end(self, result, state):
+        cpu = time.process_time()
+        self.wall.append(result.seconds)
+        self.cpu.append(cpu - self._cpu0)  # includes the shuffle, as result.seconds does
+        self._cpu0 = cpu
+        return "measured" if len(self.wall) >= self.epochs else None
+
+    def on_checkpoint(self, state):
+        return None
+
+
+def measure(graph: Graph, *, dim: int, negs: int, workers: int, epochs: int, seed: int) -> Measurement:
+    """Train epochs + 1 epochs (the first untimed) and return the per-epoch rates."""
+    config = TrainConfig(dim=dim, negs=negs, workers=workers, burnin=0, lr=1.0, batch_size=50,
+                         epochs=10**9, eval_every=10**9, seed=seed)  # stopped by the timer
+    timer = _Timer(epochs + 1)
+    train(graph, config, callbacks=timer, progress=False)
+    e = graph.num_edges
+    return Measurement(workers, [e / s for s in timer.wall[1:]], e * epochs / sum(timer.cpu[1:]))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def load(args: argparse.Namespace) -> Graph:
+    if args.synthetic_nodes:
+        return synthetic_closure(args.synthetic_nodes)
+    if args.closure:
+        return load_edge_csv(args.closure)
+    if NOUN_CLOSURE.exists():
+        return load_edge_csv(NOUN_CLOSURE)
+    return synthetic_closure(NOUN_NODES)
+
+
+def report(graph: Graph, results: list, *, dim: int, negs: int) -> None:
+    print(f"{graph.path}: {graph.num_nodes} nodes, {graph.num_edges} edges; dim {dim}, "
+          f"{negs} negatives")
+    print(f"{'workers':>7} {'median/s':>10} {'best/s':>10} {'per CPU s':>10} {'s/epoch':>8} "
+          f"{'vs original':>11}")
+    for m in results:
+        print(f"{m.workers:>7} {m.median:>10,.0f} {max(m.rates):>10,.0f} {m.cpu_rate:>10,.0f} "
+              f"{graph.num_edges / m.median:>8.2f} {m.median / ORIGINAL_RATE:>10.1f}x")
+    base = next((m for m in results if m.workers == 1), None)
+    for m in results:
+        if base is not None and m.workers > 1:
+            print(f"speedup 1 -> {m.workers} workers: {m.median / base.median:.2f}x (median wall)")
+    emb_mib = graph.num_nodes * dim * 8 / 2**20
+    print(f"peak RSS {peak_rss_mib():.0f} MiB (the whole process: Python, torch, the graph; "
+          f"the embedding itself is {emb_mib:.1f} MiB)")
+
+
+def parse_args(argv: list | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--closure", help=f"edge CSV; default {NOUN_CLOSURE} if present, else synthetic")
+    p.add_argument("--synthetic-nodes", type=int,
+                   help=f"use a synthetic closure of this many nodes (default when there is no CSV: "
+                        f"{NOUN_NODES})")
+    p.add_argument("--dim", type=int, default=10)
+    p.add_argument("--negs", type=int, default=50)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Hogwild thread counts")
+    p.add_argument("--epochs", type=int, default=5, help="timed epochs per worker count")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list | None = None) -> list:
+    args = parse_args(argv)
+    graph = load(args)
+    results = [measure(graph, dim=args.dim, negs=args.negs, workers=w, epochs=args.epochs,
+                       seed=args.seed) for w in args.workers]
+    report(graph, results, dim=args.dim, negs=args.negs)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Tiny runs of the benchmark scripts, so that they do not rot. No gensim needed."""
+
+import math
+
+from benchmarks import mammals, throughput
+from benchmarks.mammals import Point, first_reaching
+
+
+def test_first_reaching_needs_both_bars():
+    curve = [Point(10, 1.0, 2.0, 0.85, 1.5), Point(20, 2.0, 4.0, 0.97, 1.2),
+             Point(30, 3.0, 6.0, 0.96, 1.05), Point(40, 4.0, 8.0, 0.975, 1.08)]
+    assert first_reaching(curve, 0.90).epoch == 20
+    assert first_reaching(curve, 0.97, 1.09).epoch == 40  # 20 fails MR, 30 fails MAP
+    assert first_reaching(curve, 0.99) is None
+    assert first_reaching([], 0.5, math.inf) is None
+
+
+def test_mammals_smoke(capsys):
+    runs = mammals.main(["--no-gensim", "--seeds", "0", "--epochs", "6", "--burnin", "2",
+                         "--eval-every", "3", "--curve"])
+    out = capsys.readouterr().out
+    assert [p.epoch for p in runs[0].curve] == [3, 6]
+    assert runs[0].curve[-1].train_s <= runs[0].curve[-1].wall_s
+    assert "hype seed 0" in out and "curve hype seed 0" in out
+    assert "gensim" not in out
+
+
+def test_mammals_ratio_line_without_gensim_installed(capsys):
+    """The report's ratios, fed a fake peer run, so the gensim-only code path is exercised too."""
+    ours = mammals.Run("hype seed 0", [Point(10, 1.0, 1.5, 0.95, 1.1)])
+    peer = mammals.Run("gensim seed 0", [Point(100, 30.0, 40.0, 0.91, 1.6)])
+    mammals.report([ours, peer], curve=False)
+    out = capsys.readouterr().out
+    assert "ratio gensim seed 0 / hype to MAP >= 0.9: 30.0x on train s, 26.7x on wall s" in out
+    assert "ratio gensim seed 0 / hype to gensim's final MAP 0.910: 30.0x" in out
+
+
+def test_throughput_smoke(capsys):
+    results = throughput.main(["--synthetic-nodes", "300", "--dim", "4", "--negs", "5",
+                               "--workers", "1", "2", "--epochs", "2"])
+    out = capsys.readouterr().out
+    assert [m.workers for m in results] == [1, 2]
+    assert all(len(m.rates) == 2 and min(m.rates) > 0 for m in results)
+    assert "speedup 1 -> 2 workers" in out and "peak RSS" in out
