@@ -49,18 +49,34 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# torch.save writes a zip archive (since torch 1.6); older files start with a pickle protocol byte.
+_TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
+# torch's weights_only refusal opens with advice to load with weights_only=False: never ours to give.
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def load(path: Path) -> dict:
     """Load with weights_only=True: a pickle payload is refused and never runs."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith(_TORCH_HEADERS):
+            # torch would parse any other bytes as a pickle and call it "unsafe": say what it is
+            what = "an empty file" if not head else f"it starts with {head!r}"
+            raise CheckpointError(f"{path}: not a readable checkpoint (not written by torch.save: {what})")
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise CheckpointError(f"{path}: refused to load (not plain tensors: {first})") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        why = next((ln for ln in lines if not ln.startswith(_TORCH_BOILERPLATE)), "unsafe content")
+        raise CheckpointError(f"{path}: refused to load: it holds more than tensors and plain types "
+                              f"({why.rstrip('.')}); nothing in it was run") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {msg})") from None
     if not isinstance(obj, dict) or "embeddings" not in obj or "names" not in obj:
         raise CheckpointError(f"{path}: not a hype checkpoint (no embeddings/names)")
