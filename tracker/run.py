@@ -116,8 +116,8 @@ class TrackedTraining:
         if self.tconfig.plot_every and result.epoch % self.tconfig.plot_every == 0:
             from tracker.plot import log_disk_plot
 
-            log_disk_plot(self.client, self.run_id, state.emb, self.graph, self.config.manifold,
-                          epoch=result.epoch)
+            self._call(log_disk_plot, self.client, self.run_id, state.emb, self.graph,
+                       self.config.manifold, epoch=result.epoch)
         self.tracking_seconds += time.perf_counter() - t0
         faults.point("epoch")
         return reason

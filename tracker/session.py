@@ -194,10 +194,12 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     path = tracked.local_dir / names.final_name(tconfig.model_name)
     save_atomic(ckpt, path)
     call_with_retry(client.log_artifact, run_id, str(path), layout.FINAL_FOLDER, run_id=run_id)
-    client.log_batch(run_id, metrics=[_metric(k, v, state.epoch) for k, v in final.items()])
+    call_with_retry(client.log_batch, run_id, metrics=[_metric(k, v, state.epoch) for k, v in final.items()],
+                    run_id=run_id)
     from tracker.plot import log_disk_plot
 
-    log_disk_plot(client, run_id, emb, tracked.graph, tracked.config.manifold, epoch=None)
+    call_with_retry(log_disk_plot, client, run_id, emb, tracked.graph, tracked.config.manifold, epoch=None,
+                    run_id=run_id)
     if tconfig.log_pyfunc:
         from tracker.serving import log_pyfunc
 
@@ -210,8 +212,8 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
         tags[layout.TAG_BEST_EPOCH] = str(tracked.stop_state.best_epoch)
         tags[layout.TAG_BEST_VALUE] = f"{tracked.stop_state.best:.6g}"
     for k, v in tags.items():
-        client.set_tag(run_id, k, v)
-    client.set_terminated(run_id, "FINISHED")
+        call_with_retry(client.set_tag, run_id, k, v, run_id=run_id)
+    call_with_retry(client.set_terminated, run_id, "FINISHED", run_id=run_id)
     return final, path
 
 
@@ -250,7 +252,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     if total:
         say(f"Retention freed {human_bytes(tracked.freed_bytes)} "
             f"({100 * tracked.freed_bytes / total:.0f}%) in this run")
-    return Outcome(run_id, client.get_run(run_id).info.experiment_id, final,
+    return Outcome(run_id, call_with_retry(client.get_run, run_id, run_id=run_id).info.experiment_id, final,
                    tracked.stop_state.best_epoch, result.stop_reason, path, result.state.epoch,
                    tracked.tracking_seconds, train_seconds, tracked.freed_bytes)
 
