@@ -1,0 +1,227 @@
+"""The paper in an hour: Poincaré dim 10 on the WordNet noun closure, tracked in MLflow.
+
+    .venv/bin/python benchmarks/nouns.py                 # 60 minutes, the project's MLflow store
+
+Generates data/noun_closure.csv if it is missing (with `cli.py data wordnet`; when no WordNet
+is found at all it installs Debian's wordnet-base and wordnet-sense-index with apt-get, which
+`make train` never does). Then it trains one tracked run, as `cli.py train` would (metrics,
+per-epoch checkpoints, retention of the newest --keep, early stopping on map_sampled), and stops
+it when the wall-clock budget minus a reserve for the final evaluation is spent.
+
+Settings follow the original's train-nouns.sh for Poincaré: dim 10, lr 1.0 at batch 50 (hype's
+per-edge step is lr / batch = 0.02, as the original's batch-averaged loss), 50 negatives,
+burn-in 20 epochs at lr/100. --workers 2 runs two Hogwild threads; one of hype's epochs is one
+pass over the edges, so the original's 1,500 epochs with 2 processes are 3,000 of ours.
+
+During training it logs map_sampled / mean_rank_sampled on a fixed seeded subset of nodes every
+--eval-every epochs, `wall_seconds` at every epoch, and (every --exact-every minutes) the exact
+map / mean_rank on all nodes. The final model (best by map_sampled) is evaluated exactly on all
+82,115 nodes. The curve goes to benchmarks/out/nouns_curve.csv and to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAPER = {"mean_rank": 4.02, "map": 0.851}  # Nickel & Kiela (2017), Table 1, Poincaré dim 10
+CLOSURE = ROOT / "data" / "noun_closure.csv"
+OUT = ROOT / "benchmarks" / "out"
+APT_PACKAGES = ("wordnet-base", "wordnet-sense-index")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def install_wordnet() -> None:
+    """Debian's WordNet 3.0 dict files, into /usr/share/wordnet (needs root or sudo)."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise SystemExit("no WordNet found and no apt-get to install it: install WordNet 3.0 "
+                         "(or nltk's wordnet corpus) and run again")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log(f"No WordNet found: installing {' '.join(APT_PACKAGES)} with apt-get")
+    subprocess.run(sudo + [apt, "update", "-q"], check=True, env=env)
+    subprocess.run(sudo + [apt, "install", "-y", "-q", *APT_PACKAGES], check=True, env=env)
+
+
+def ensure_closure(path: Path) -> None:
+    if path.exists():
+        return
+    from hype.wordnet import WordNetNotFound, find_wordnet
+
+    try:
+        find_wordnet()
+    except WordNetNotFound:
+        install_wordnet()
+    log(f"Generating {path} from WordNet (about a minute)")
+    subprocess.run([sys.executable, str(ROOT / "cli.py"), "data", "wordnet", "--output", str(path)],
+                   check=True)
+
+
+class WallBudget:
+    """hype.train callbacks: the tracked run's, plus a wall-clock stop and the curve.
+
+    Stopping is decided here, before the epoch's checkpoint is written, like early stopping.
+    """
+
+    def __init__(self, tracked, *, t0: float, deadline: float, exact_every_s: float,
+                 curve_path: Path):
+        self.tracked, self.t0, self.deadline = tracked, t0, deadline
+        self.exact_every_s = exact_every_s
+        self.next_exact = t0 + exact_every_s if exact_every_s > 0 else float("inf")
+        self.curve_path = curve_path
+        self.rows: list[dict] = []
+        self.eval_seconds = 0.0  # exact evaluations during training (included in the wall time)
+
+    def on_epoch_end(self, result, state):
+        from mlflow.entities import Metric
+
+        from hype.evaluate import reconstruction
+
+        now = time.perf_counter()
+        metrics = dict(result.metrics)
+        if metrics and now >= self.next_exact and now < self.deadline:
+            t = time.perf_counter()
+            r = reconstruction(state.emb, self.tracked.graph, state.config.manifold)
+            self.eval_seconds += time.perf_counter() - t
+            metrics.update(mean_rank=float(r.mean_rank), map=float(r.map))
+            self.next_exact = time.perf_counter() + self.exact_every_s
+        wall = time.perf_counter() - self.t0
+        extra = [Metric("wall_seconds", wall, int(time.time() * 1000), result.epoch)]
+        extra += [Metric(k, metrics[k], int(time.time() * 1000), result.epoch)
+                  for k in ("mean_rank", "map") if k in metrics and k not in result.metrics]
+        self.tracked.client.log_batch(self.tracked.run_id, metrics=extra)
+        reason = self.tracked.on_epoch_end(result, state)
+        if result.metrics:
+            row = {"wall_s": round(wall, 1), "epoch": result.epoch, "loss": round(result.loss, 5),
+                   **{k: round(v, 5) for k, v in metrics.items()}}
+            self.rows.append(row)
+            self._write_curve()
+            log("  ".join(f"{k}={v}" for k, v in row.items()))
+        if reason is None and time.perf_counter() >= self.deadline:
+            reason = (f"stopped: wall-clock budget reached at epoch {result.epoch} "
+                      f"({wall / 60:.1f} min, leaving time for the final evaluation)")
+            log(reason)  # finish() tags the run with it
+        return reason
+
+    def on_checkpoint(self, state):
+        self.tracked.on_checkpoint(state)
+
+    def _write_curve(self):
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        with open(self.curve_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", type=Path, default=CLOSURE)
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget, all included")
+    p.add_argument("--reserve", type=float, default=150.0,
+                   help="seconds kept for the final exact evaluation and logging")
+    p.add_argument("--dim", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1.0, help="per batch, as the original")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--negs", type=int, default=50)
+    p.add_argument("--burnin", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=3000, help="at most (the original's 1,500 x 2)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-sample", type=int, default=2000)
+    p.add_argument("--exact-every", type=float, default=10.0,
+                   help="minutes between exact evaluations during training (0: only at the end)")
+    p.add_argument("--patience", type=int, default=20, help="evaluations of map_sampled")
+    p.add_argument("--keep", type=int, default=5, help="newest checkpoints kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tracking-uri", default=None,
+                   help="default: $MLFLOW_TRACKING_URI, else the project's sqlite:///mlflow.db")
+    p.add_argument("--experiment", default="hype-nouns")
+    p.add_argument("--checkpoint-dir", type=Path, default=None)
+    p.add_argument("--curve", type=Path, default=OUT / "nouns_curve.csv")
+    p.add_argument("--no-pyfunc", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    if args.dataset == CLOSURE:
+        ensure_closure(CLOSURE)
+    elif not args.dataset.exists():
+        raise SystemExit(f"{args.dataset} does not exist")
+    args.curve.parent.mkdir(parents=True, exist_ok=True)
+
+    from hype.config import TrainConfig
+    from hype.data import load_edge_csv
+    from hype.train import train
+    from tracker.run import TrackerConfig
+    from tracker.session import finish, start_run
+    from tracker.store_lock import open_tracking_store
+    from tracker.tracking import resolve_tracking_uri, tune_sqlite_commits
+
+    graph = load_edge_csv(args.dataset)
+    config = TrainConfig(manifold="poincare", dim=args.dim, lr=args.lr, negs=args.negs,
+                         batch_size=args.batch_size, burnin=args.burnin, epochs=args.epochs,
+                         seed=args.seed, eval_every=args.eval_every, eval_sample=args.eval_sample,
+                         workers=args.workers)
+    tconfig = TrackerConfig(model_name=args.dataset.stem.removesuffix("_closure"), keep=args.keep,
+                            monitor="map_sampled", patience=args.patience,
+                            checkpoint_root=args.checkpoint_dir or TrackerConfig.checkpoint_root,
+                            log_pyfunc=not args.no_pyfunc)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    tune_sqlite_commits()
+    client = open_tracking_store(uri)
+    tracked, state = start_run(client, uri, graph, config, tconfig, experiment=args.experiment,
+                               run_name=f"nouns-dim{args.dim}-{args.minutes:g}min")
+    log(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges; run {tracked.run_id} in {uri}; "
+        f"per-edge step {args.lr / args.batch_size:g}; budget {args.minutes:g} min")
+    deadline = t0 + 60 * args.minutes - args.reserve
+    budget = WallBudget(tracked, t0=t0, deadline=deadline, exact_every_s=60 * args.exact_every,
+                        curve_path=args.curve)
+    try:
+        result = train(graph, config, state=state, callbacks=budget, progress=False)
+    except BaseException:
+        client.set_terminated(tracked.run_id, "KILLED")
+        raise
+    t_train = time.perf_counter()
+    final, path = finish(tracked, result.state, result.stop_reason)
+    wall = time.perf_counter() - t0
+    reached = final["final_mean_rank"] <= PAPER["mean_rank"] and final["final_map"] >= PAPER["map"]
+    summary = {
+        "run_id": tracked.run_id, "epochs": result.state.epoch,
+        "best_epoch": tracked.stop_state.best_epoch, "stop_reason": result.stop_reason,
+        "final_mean_rank": round(final["final_mean_rank"], 4), "final_map": round(final["final_map"], 4),
+        "wall_minutes": round(wall / 60, 2), "train_minutes": round((t_train - t0) / 60, 2),
+        "finish_seconds": round(time.perf_counter() - t_train, 1),
+        "tracking_seconds": round(tracked.tracking_seconds, 1),
+        "exact_eval_seconds_during_training": round(budget.eval_seconds, 1),
+        "reached_paper": reached,
+    }
+    budget.rows.append({"wall_s": round(wall, 1), "epoch": result.state.epoch,
+                        "final_mean_rank": summary["final_mean_rank"], "final_map": summary["final_map"]})
+    budget._write_curve()
+    for k, v in summary.items():
+        log(f"{k}: {v}")
+    verdict = "reached" if reached else "did NOT reach"
+    log(f"{verdict} the paper's MR <= {PAPER['mean_rank']} and MAP >= {PAPER['map']} in "
+        f"{wall / 60:.1f} min (budget {args.minutes:g}); final model {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
