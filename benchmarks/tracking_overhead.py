@@ -1,0 +1,152 @@
+"""What tracking costs per epoch on the noun closure (target: <= 10% over an untracked epoch).
+
+    .venv/bin/python benchmarks/tracking_overhead.py              # SQLite, then a local mlflow server
+
+A tracked epoch logs its metrics, reads the monitored value back for early stopping (monitor
+`loss`, so that happens every epoch: the most tracking an epoch can do), saves the checkpoint
+(temporary file, fsync, rename), uploads it as an artifact, confirms it and deletes the one that
+fell out of the newest --keep, in the store and locally. An untracked epoch is hype.train.train
+with no callbacks. Both train Poincaré dim 10 with the noun settings (lr 1.0, batch 50,
+50 negatives, --workers threads), after burn-in (burn-in epochs are slower and not the point).
+
+Two figures per store, because this machine is shared and its load drifts:
+- ratio: median tracked epoch wall time / median untracked epoch wall time, with the untracked
+  epochs run before and after the tracked ones (their median);
+- share: inside the tracked run, seconds spent in the tracking callbacks / seconds training.
+  Both halves come from the same epochs, so load drift cancels; this is the better estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TARGET = 0.10
+
+
+class Stamps:
+    """Callbacks that only take the time at the end of each epoch (what `no callbacks` costs)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+        self.stamps = [time.perf_counter()]
+        self.train_s: list[float] = []  # the training pass of each epoch
+        self.callback_s: list[float] = []  # the tracking callbacks of each epoch
+
+    def on_epoch_end(self, result, state):
+        self.train_s.append(result.seconds)
+        self._t = time.perf_counter()
+        return self.inner.on_epoch_end(result, state) if self.inner else None
+
+    def on_checkpoint(self, state):
+        if self.inner:
+            self.inner.on_checkpoint(state)
+        now = time.perf_counter()
+        self.callback_s.append(now - self._t)
+        self.stamps.append(now)
+
+    def epoch_walls(self, skip: int) -> list[float]:
+        walls = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+        return walls[skip:-1]  # the last epoch also evaluates: not an ordinary epoch
+
+
+def untracked(graph, config, skip):
+    from hype.train import train
+
+    s = Stamps()
+    train(graph, config, callbacks=s, progress=False)
+    return s.epoch_walls(skip)
+
+
+def tracked(graph, config, uri, workdir: Path, keep: int, skip: int):
+    from hype.train import train
+    from tracker.run import TrackerConfig
+    from tracker.session import start_run
+    from tracker.store_lock import open_tracking_store
+    from tracker.tracking import tune_sqlite_commits
+
+    tune_sqlite_commits()
+    client = open_tracking_store(uri)
+    tconfig = TrackerConfig(model_name="bench", keep=keep, monitor="loss", patience=10**6,
+                            checkpoint_root=workdir / "checkpoints", log_pyfunc=False)
+    tr, state = start_run(client, uri, graph, config, tconfig, experiment="tracking-overhead",
+                          run_name="overhead")
+    s = Stamps(tr)
+    train(graph, config, state=state, callbacks=s, progress=False)
+    client.set_terminated(tr.run_id, "FINISHED")
+    left = len(list(tr.local_dir.glob("bench_epoch*.pth")))  # newest `keep` + perhaps the best
+    assert left <= keep + 1, f"retention left {left} local checkpoints"
+    walls = s.epoch_walls(skip)
+    train_s = sum(s.train_s[skip:-1])
+    callback_s = sum(s.callback_s[skip:-1])
+    return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1)
+
+
+def measure(label, graph, config, uri_or_none, workdir, args) -> dict:
+    before = untracked(graph, config, args.skip)
+    walls, share, ckpt_bytes = tracked(graph, config, uri_or_none, workdir, args.keep, args.skip)
+    after = untracked(graph, config, args.skip)
+    base = statistics.median(before + after)
+    med = statistics.median(walls)
+    ratio = med / base - 1
+    row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
+           "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
+           "loadavg": os.getloadavg()[0]}
+    print(f"{label:<28} untracked {base:6.2f} s  tracked {med:6.2f} s  ratio {100 * ratio:+5.1f}%  "
+          f"callbacks/training {100 * share:4.1f}%  ({row['checkpoint_mb']:.1f} MB checkpoints, "
+          f"load {row['loadavg']:.2f})  target <= {100 * TARGET:.0f}%: "
+          f"{'PASS' if share <= TARGET else 'FAIL'}", flush=True)
+    return row
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", type=Path, default=ROOT / "data" / "noun_closure.csv")
+    p.add_argument("--epochs", type=int, default=8, help="timed epochs per run")
+    p.add_argument("--skip", type=int, default=2, help="first epochs not timed (compile, no delete yet)")
+    p.add_argument("--keep", type=int, default=2, help="--keep-checkpoints of the tracked run")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dim", type=int, default=10)
+    p.add_argument("--no-server", action="store_true", help="only the SQLite store")
+    p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    args = p.parse_args(argv)
+
+    from nouns import CLOSURE, ensure_closure
+
+    if args.dataset == CLOSURE:
+        ensure_closure(CLOSURE)
+    from hype.config import TrainConfig
+    from hype.data import load_edge_csv
+
+    graph = load_edge_csv(args.dataset)
+    epochs = args.skip + args.epochs + 1  # + the last epoch, which evaluates
+    config = TrainConfig(dim=args.dim, lr=1.0, batch_size=50, negs=50, burnin=0, epochs=epochs,
+                         eval_every=epochs, eval_sample=100, workers=args.workers)
+    print(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges; {args.epochs} timed epochs per run, "
+          f"{args.workers} workers, keep {args.keep}; {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        db = tmp / "sqlite" / "mlflow.db"
+        db.parent.mkdir()
+        rows.append(measure("SQLite (embedded)", graph, config, f"sqlite:///{db}", tmp / "sqlite", args))
+        if not args.no_server:
+            from tests.servers import mlflow_server
+
+            with mlflow_server(tmp / "server") as server:
+                rows.append(measure("mlflow server (proxied)", graph, config, server.url,
+                                    tmp / "server", args))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
