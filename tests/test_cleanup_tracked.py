@@ -4,14 +4,13 @@ on a real SQLite store under tmp_path."""
 from __future__ import annotations
 
 import pytest
-from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
-from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.tracking import MlflowClient
 
 from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
+from tests.repos import NoDeleteRepository
 from tracker import cleanup_tracked as ct
 from tracker import layout
 from tracker.cleanup_local import CleanupError
@@ -237,30 +236,9 @@ def test_failed_tracked_deletion_keeps_its_local_copy_and_others_go_ahead(
     assert "tree_epoch0004.pth" not in local_names(tmp_path, run_id)
 
 
-class _NoDelete(ArtifactRepository):
-    """A repository that can store and list but never implemented deleting (MLflow's base
-    delete_artifacts does nothing at all)."""
-
-    def __init__(self, artifact_uri, tracking_uri=None, registry_uri=None):
-        super().__init__(artifact_uri, tracking_uri, registry_uri)
-        self._local = LocalArtifactRepository(artifact_uri.split(":", 1)[1])
-
-    def log_artifact(self, local_file, artifact_path=None):
-        self._local.log_artifact(local_file, artifact_path)
-
-    def log_artifacts(self, local_dir, artifact_path=None):
-        self._local.log_artifacts(local_dir, artifact_path)
-
-    def list_artifacts(self, path=None):
-        return self._local.list_artifacts(path)
-
-    def _download_file(self, remote_file_path, local_path):
-        self._local._download_file(remote_file_path, local_path)
-
-
 def test_store_that_cannot_delete_warns_and_cleans_local_copies(sqlite_tracking, tree, tmp_path):
     uri = sqlite_tracking.tracking_uri
-    _artifact_repository_registry.register("nodelete", _NoDelete)
+    _artifact_repository_registry.register("nodelete", NoDeleteRepository)
     try:
         client = MlflowClient(uri)
         client.create_experiment("nodelete", artifact_location=f"nodelete:{tmp_path / 'store'}")

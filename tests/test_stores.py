@@ -9,10 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 from mlflow import MlflowClient
-from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
-from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
+from tests.repos import NoDeleteRepository
 from tests.servers import HOST, free_port, mlflow_server
 from tracker.stores import (
     DeleteUnsupported,
@@ -108,32 +107,12 @@ def test_unknown_run_names_the_run(sqlite_tracking):
 # --- repositories that cannot delete ---------------------------------------------------------
 
 
-class _LocalBacked(ArtifactRepository):
-    """A real repository over a local directory that keeps MLflow's do-nothing delete."""
-
-    def __init__(self, artifact_uri, tracking_uri=None, registry_uri=None):
-        super().__init__(artifact_uri, tracking_uri, registry_uri)
-        self._local = LocalArtifactRepository(artifact_uri.split(":", 1)[1])
-
-    def log_artifact(self, local_file, artifact_path=None):
-        self._local.log_artifact(local_file, artifact_path)
-
-    def log_artifacts(self, local_dir, artifact_path=None):
-        self._local.log_artifacts(local_dir, artifact_path)
-
-    def list_artifacts(self, path=None):
-        return self._local.list_artifacts(path)
-
-    def _download_file(self, remote_file_path, local_path):
-        self._local._download_file(remote_file_path, local_path)
-
-
-class _RaisesOnDelete(_LocalBacked):
+class _RaisesOnDelete(NoDeleteRepository):
     def delete_artifacts(self, artifact_path=None):
         raise NotImplementedError("no deletes here")
 
 
-@pytest.mark.parametrize("scheme, cls", [("nodelete", _LocalBacked), ("raisedelete", _RaisesOnDelete)])
+@pytest.mark.parametrize("scheme, cls", [("nodelete", NoDeleteRepository), ("raisedelete", _RaisesOnDelete)])
 def test_repository_without_delete_raises(sqlite_tracking, tmp_path, scheme, cls):
     _artifact_repository_registry.register(scheme, cls)
     try:
