@@ -173,6 +173,24 @@ def _record_json(d: Decision) -> dict:
 # Planning
 
 
+def one_record_per_epoch(
+    by_model: dict[str, dict[int, list[CheckpointRecord]]],
+) -> tuple[dict[str, list[CheckpointRecord]], list[Skipped]]:
+    """Retention needs one record per epoch. Two files for one epoch of one model (say
+    m_epoch1.pth and m_epoch0001.pth) are ambiguous: both are skipped, never deleted."""
+    records_by_model: dict[str, list[CheckpointRecord]] = {}
+    skipped: list[Skipped] = []
+    for model, epochs in by_model.items():
+        for epoch, records in epochs.items():
+            if len(records) > 1:
+                files = ", ".join(r.name for r in records)
+                why = f"epoch {epoch} of {model!r} has several files ({files}): never deleted"
+                skipped.extend(Skipped(r.name, why) for r in records)
+            else:
+                records_by_model.setdefault(model, []).append(records[0])
+    return records_by_model, skipped
+
+
 def plan_groups(
     kind: str,
     location: str,
@@ -275,15 +293,8 @@ def plan_local(
         record = CheckpointRecord(epoch=parsed.epoch, name=name, size=size)
         by_model.setdefault(parsed.model, {}).setdefault(parsed.epoch, []).append(record)
 
-    records_by_model: dict[str, list[CheckpointRecord]] = {}
-    for model, epochs in by_model.items():
-        for epoch, records in epochs.items():
-            if len(records) > 1:
-                files = ", ".join(r.name for r in records)
-                why = f"epoch {epoch} of {model!r} has several files ({files}): never deleted"
-                skipped.extend(Skipped(r.name, why) for r in records)
-            else:
-                records_by_model.setdefault(model, []).append(records[0])
+    records_by_model, ambiguous = one_record_per_epoch(by_model)
+    skipped.extend(ambiguous)
     return plan_groups(
         "local",
         str(path),

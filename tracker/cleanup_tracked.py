@@ -46,6 +46,7 @@ from tracker.cleanup_local import (
     Skipped,
     execute,
     local_deleter,
+    one_record_per_epoch,
     plan_groups,
     plan_local,
     render_text,
@@ -225,15 +226,8 @@ def decide_run(
         rec = replace(rec, stored=False)
         records.setdefault(parsed.model, {}).setdefault(parsed.epoch, []).append(rec)
 
-    by_model: dict[str, list[CheckpointRecord]] = {}
-    for m, epochs in records.items():
-        for epoch, recs in epochs.items():
-            if len(recs) > 1:
-                files = ", ".join(r.name for r in recs)
-                why = f"epoch {epoch} of {m!r} has several files ({files}): never deleted"
-                skipped.extend(Skipped(r.name, why) for r in recs)
-            else:
-                by_model.setdefault(m, []).append(recs[0])
+    by_model, ambiguous = one_record_per_epoch(records)
+    skipped.extend(ambiguous)
     protected_models = [model] if model is not None else list(by_model)
     best = {m: best_epoch for m in protected_models} if best_epoch is not None else {}
     retention = plan_groups(
