@@ -13,13 +13,14 @@ before training starts rather than after the first epoch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 from mlflow.utils.uri import get_uri_scheme
 
-from tracker.stores import RetryPolicy, StoreError, call_with_retry, scrub
+from tracker.stores import RetryPolicy, StoreError, StoreUnavailable, call_with_retry, scrub
 
 # A fresh SQLite store is fully migrated in about a second; a lock held for minutes means a
 # process is stuck, and waiting on it silently would look like a hang.
@@ -163,5 +164,13 @@ def _probe_sql(uri: str, probe: RetryPolicy) -> None:
 def _probe(what: str, fn, probe: RetryPolicy) -> None:
     try:
         call_with_retry(what, fn, probe)
+    except StoreUnavailable as exc:
+        # The retries' own message ends in urllib3's "Max retries exceeded ..." for a port
+        # nobody listens on: say what a user can act on instead.
+        tries = re.search(r"after (\d+ attempts)", str(exc))
+        raise TrackingUnavailable(
+            f"cannot {what}: no answer within {probe.total_s:g} s"
+            f"{f' ({tries.group(1)})' if tries else ''}; is it running, and is the address right?"
+        ) from None
     except StoreError as exc:
         raise TrackingUnavailable(str(exc)) from None
