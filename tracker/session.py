@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +50,7 @@ def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig,
     from mlflow.environment_variables import MLFLOW_RUN_ID
 
     tags = {layout.TAG_MODEL_NAME: tconfig.model_name, layout.TAG_MONITOR: tconfig.monitor}
+    _make_folder(Path(tconfig.checkpoint_root))  # before the run exists: no orphan RUNNING run
     if MLFLOW_RUN_ID.get():  # `mlflow run` created the run (and logged its -P params): use it
         try:
             run = client.get_run(MLFLOW_RUN_ID.get())
@@ -109,22 +112,30 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     else:
         recorded = run.data.tags.get(layout.TAG_CHECKPOINT_DIR)
         local_dir = Path(recorded) if recorded else Path(tconfig.checkpoint_root) / run_id
-    local_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(local_dir)
     tconfig = replace(tconfig, checkpoint_root=local_dir.parent)
     for p in remove_temporaries(local_dir):
         say(f"Removed partial save left by the interrupted run: {p.name}")
     store = TrackedCheckpoints(run_id, client=client)
     retained = reconcile(store, local_dir, tconfig.model_name)
-    state = None
+    state, unreadable = None, []
     for rec in reversed(retained.sorted()):  # newest first; skip any that does not load
         try:
             state = TrainState.from_checkpoint(_fetch(store, local_dir, rec.name))
             break
         except CheckpointError as e:
             say(f"WARNING: skipping {rec.name}: {e}")
+            unreadable.append(str(e))
+    if state is None and unreadable:
+        raise TrackingError(f"run {run_id} has no loadable checkpoint to resume from: "
+                            f"{len(unreadable)} retained, none loads (newest: {unreadable[0]})")
     if state is None:
         raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
-    check_compatible(state, graph, config)
+    try:
+        check_compatible(state, graph, config)
+    except ValueError as e:
+        raise TrackingError(f"cannot resume run {run_id} from "
+                            f"{names.checkpoint_name(tconfig.model_name, state.epoch)}: {e}") from None
     stop_cfg = tconfig.stop_config(config.burnin)
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
     stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
@@ -173,12 +184,32 @@ def reconcile(store: TrackedCheckpoints, local_dir: Path, model: str) -> Retaine
     return retained
 
 
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path under a file, a read-only mount, ...
+        raise TrackingError(f"cannot use checkpoint folder {path}: {e.strerror or e}") from None
+
+
 def _fetch(store: TrackedCheckpoints, local_dir: Path, name: str) -> dict:
     path = local_dir / name
     if not path.exists():
         say(f"Downloading {name} from the tracking store (no local copy)")
         path = store.download(name, local_dir)
-    return load(path)
+        return load(path)
+    try:
+        return load(path)
+    except CheckpointError as e:
+        # The store's copy was confirmed (listed with its size) when it was uploaded: use it,
+        # and replace the damaged local copy only once the downloaded one loads.
+        say(f"WARNING: {e}; trying the tracking store's copy")
+        with tempfile.TemporaryDirectory(dir=local_dir, prefix=".fetch-") as tmp:
+            try:
+                ckpt = load(store.download(name, tmp))
+            except CheckpointError:
+                raise CheckpointError(f"{e}; the tracking store's copy does not load either") from None
+            os.replace(Path(tmp) / name, path)
+        return ckpt
 
 
 def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path]:
