@@ -144,7 +144,12 @@ class TrackedTraining:
         t0 = time.perf_counter()
         name = names.checkpoint_name(self.tconfig.model_name, state.epoch)
         path = self.local_dir / name
-        size = save_atomic(state.checkpoint(), path)
+        try:
+            size = save_atomic(state.checkpoint(), path)
+        except OSError as e:  # disk full, folder gone or read-only: the older checkpoints stay
+            raise TrackingError(f"could not write checkpoint {path}: {e.strerror or e}; nothing was "
+                                "deleted. Free space (or fix the folder), then resume with: "
+                                f"python cli.py train --resume {self.run_id}") from None
         self.written_bytes += size
         self.retained.records[state.epoch] = CheckpointRecord(state.epoch, name, size, stored=False)
         self._upload(path)
@@ -157,10 +162,11 @@ class TrackedTraining:
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
                 f"{human_bytes(projected)} here and in the tracking store by epoch {self.config.epochs}")
         say(f"Checkpoint saved: {name} (keeping {min(kept, self.tconfig.keep or kept)}/{limit})")
-        self.apply_retention()
-        # The checkpoint we resumed from was protected until a newer one was confirmed stored:
-        # from now on it is an old checkpoint like any other.
+        # The checkpoint we resumed from was protected until a newer one was confirmed stored,
+        # which this one now is: from here on it is an old checkpoint like any other (protecting
+        # it through this retention left N+1 behind when the run ended one epoch after resuming).
         self.resumed_from = None
+        self.apply_retention()
         self.tracking_seconds += time.perf_counter() - t0
 
     # -- retention -------------------------------------------------------------------------
