@@ -65,28 +65,35 @@ def _key(mid, table_t, den, u_col, w):
 
 @njit(cache=True, inline="always")
 def _keys_block(mid, table_t, den, u_col, start, stop, out):
-    """out[:stop - start] <- keys of columns start..stop-1 against row u_col (vectorised)."""
+    """out[:stop - start] <- keys of columns start..stop-1 against row u_col (vectorised).
+
+    Each coordinate is a contiguous 1-D slice, so the loops over k run at unit stride.
+    """
     dim = table_t.shape[0]
     n = stop - start
     if mid == 1:
         ud = table_t[0, u_col]
+        col = table_t[0, start:stop]
         for k in range(n):
-            out[k] = ud * table_t[0, start + k]
+            out[k] = ud * col[k]
         for d in range(1, dim):
             ud = table_t[d, u_col]
+            col = table_t[d, start:stop]
             for k in range(n):
-                out[k] -= ud * table_t[d, start + k]
+                out[k] -= ud * col[k]
         return
     for k in range(n):
         out[k] = 0.0
     for d in range(dim):
         ud = table_t[d, u_col]
+        col = table_t[d, start:stop]
         for k in range(n):
-            diff = table_t[d, start + k] - ud
+            diff = col[k] - ud
             out[k] += diff * diff
     if mid == 0:
+        dn = den[start:stop]
         for k in range(n):
-            out[k] = out[k] / den[start + k]
+            out[k] = out[k] / dn[k]
 
 
 @njit(cache=True, parallel=True)
