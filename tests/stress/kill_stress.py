@@ -237,6 +237,16 @@ def run_process(cmd: list[str], kill: Kill | None, *, cwd: Path, env: dict, resu
     return Process(kill, resume, rc, rc == -signal.SIGKILL and planned, time.monotonic() - t0, out)
 
 
+def phase(output: str, epochs: int) -> str:
+    """Where a process was when it died: starting (or resuming), training, or finishing."""
+    if "MLflow run " not in output:  # printed once the run is started or resumed
+        return "starting"
+    last = names.checkpoint_name(MODEL, epochs)
+    if f"Checkpoint saved: {last}" in output or f"(epoch {epochs}/{epochs})" in output:
+        return "finishing"
+    return "training"
+
+
 # --- one trial ---------------------------------------------------------------------------------
 
 
@@ -391,10 +401,16 @@ def verify(uri: str, run_id: str, run_dir: Path, s: Settings, over) -> list[str]
 # --- the whole stress run --------------------------------------------------------------------------
 
 
+def _most(trials: list[Trial], attr: str, keep_best: bool) -> str:
+    values = [getattr(t, attr) for t in trials if t.keep_best == keep_best]
+    return str(max(values)) if values else "-"
+
+
 def summarize(trials: list[Trial], s: Settings, seconds: float) -> str:
     tried = Counter(p.kill.kind for t in trials for p in t.processes if p.killed)
     survived = Counter(p.kill.kind for t in trials if t.ok for p in t.processes if p.killed)
     missed = Counter(p.kill.kind for t in trials for p in t.processes if p.kill and not p.killed)
+    phases = Counter(phase(p.output, s.epochs) for t in trials for p in t.processes if p.killed)
     n = s.keep
     lines = [
         f"trials: {sum(t.ok for t in trials)}/{len(trials)} passed every check "
@@ -403,10 +419,13 @@ def summarize(trials: list[Trial], s: Settings, seconds: float) -> str:
         "per kind (survived/tried; planned but not reached): " + ", ".join(
             f"{k} {survived[k]}/{tried[k]}" + (f" ({missed[k]} not reached)" if missed[k] else "")
             for k in KINDS),
-        f"keep N={n}: max epoch checkpoints on disk at once (incl. partial saves and the disk "
-        f"guard's probe) {max(t.max_checkpoints for t in trials)} (bound N+1={n + 1}, +1 for an old "
-        f"best with keep-best); max final-model files {max(t.max_final for t in trials)}; max files "
-        f"of any kind {max(t.max_files for t in trials)}",
+        "kills by phase: " + ", ".join(f"{k} {phases[k]}" for k in ("starting", "training", "finishing")),
+        f"keep N={n}: max epoch checkpoints on disk at once (complete, partial saves, the disk "
+        f"guard's probe): {_most(trials, 'max_checkpoints', True)} with keep-best (bound N+1={n + 1} "
+        f"+ an old best), {_most(trials, 'max_checkpoints', False)} without (bound {n + 1})",
+        f"max final-model files at once (complete + its partial save): "
+        f"{max(t.max_final for t in trials)}; max files of any kind: "
+        f"{_most(trials, 'max_files', True)} with keep-best, {_most(trials, 'max_files', False)} without",
         f"snapshots above N+1 (each an old best kept by keep-best): "
         f"{sum(t.over_n1 for t in trials if t.keep_best)} with keep-best, "
         f"{sum(t.over_n1 for t in trials if not t.keep_best)} without; "
@@ -457,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trial {i:2d}: {'ok  ' if t.ok else 'FAIL'} keep_best={keep_best!s:5} kills "
                   f"[{', '.join(map(str, t.kills))}] processes {len(t.processes)} max ckpts "
                   f"{t.max_checkpoints} ({sum(p.seconds for p in t.processes):.0f} s)", flush=True)
-        print(summarize(trials, Settings(keep=args.keep), time.monotonic() - t0))
+        print(summarize(trials, Settings(epochs=args.epochs, keep=args.keep), time.monotonic() - t0))
     return 0 if all(t.ok for t in trials) else 1
 
 
