@@ -125,9 +125,16 @@ def _tracked(run_id, experiment, all_experiments, tracking_uri, keep, dry_run, a
         raise click.ClickException(str(e)) from None
     if not selected:
         click.echo(f"no runs in experiment {experiment!r}" if experiment else "no runs", err=True)
+    runs, refused = [], []
     with _bar(0 if dry_run else sum(p.planned for p in plans), "deleting", "file") as bar:
-        runs = tuple(ct.execute_run(p, dry_run=dry_run, tick=bar.update) for p in plans)
-    report = ct.TrackedReport(redact(uri), keep, dry_run, runs)
+        for p in plans:
+            try:
+                runs.append(ct.execute_run(p, dry_run=dry_run, tick=bar.update))
+            except ct.DeleteRefused as e:  # no permission: one line below, not one per file
+                refused.append(e)
+    if refused and not runs:
+        raise click.ClickException(ct.refused_message(refused))
+    report = ct.TrackedReport(redact(uri), keep, dry_run, tuple(runs))
     if as_json:
         for r in runs:
             for w in r.plan.warnings:
@@ -137,4 +144,6 @@ def _tracked(run_id, experiment, all_experiments, tracking_uri, keep, dry_run, a
         for r in runs:
             click.echo(ct.render_run(r))
         click.echo(ct.render_summary(report))
+    if refused:
+        raise click.ClickException(ct.refused_message(refused))
     return report.ok

@@ -57,6 +57,7 @@ from tracker.retention import NOT_STORED, CheckpointRecord
 from tracker.stores import (
     RetryPolicy,
     StoreError,
+    StorePermissionError,
     StoreUnavailable,
     TrackedCheckpoints,
     call_with_retry,
@@ -433,9 +434,30 @@ class RunReport:
         }
 
 
+class DeleteRefused(CleanupError):
+    """The store refused to delete a run's checkpoints (401/403): its user lacks the permission."""
+
+    def __init__(self, run_id: str, experiment: str):
+        self.run_id, self.experiment = run_id, experiment
+        super().__init__(refused_message([self]))
+
+
+def refused_message(errors: list[DeleteRefused]) -> str:
+    """One line for every run whose deletes were refused."""
+    runs = ", ".join(f"{e.run_id} (experiment {e.experiment!r})" for e in errors)
+    return (f"the tracking server refused to delete checkpoints of run{'s' if len(errors) > 1 else ''} "
+            f"{runs}: permission denied; deleting artifacts needs MANAGE permission on the experiment "
+            f"(EDIT can only log them). Nothing of {'them' if len(errors) > 1 else 'it'} was deleted, "
+            "local copies included")
+
+
 def execute_run(plan: RunPlan, *, dry_run: bool, tick: Callable[[], None] = lambda: None) -> RunReport:
     """Delete what ``plan`` decided: tracked copies first, then the local copies, except those
-    whose tracked deletion failed. ``tick`` is called after each file, for a progress bar."""
+    whose tracked deletion failed. ``tick`` is called after each file, for a progress bar.
+
+    Raises DeleteRefused when the store refuses the run's first delete (401/403: the user may
+    not delete here); the other files are then not tried, and nothing of the run is deleted.
+    """
     if plan.decided is None:
         return RunReport(plan)
 
@@ -447,7 +469,23 @@ def execute_run(plan: RunPlan, *, dry_run: bool, tick: Callable[[], None] = lamb
                 tick()
         return run
 
-    tracked = execute(plan.decided.tracked, dry_run=dry_run, delete=counted(plan.store.delete))
+    attempts: list[str] = []
+    refused: list[StorePermissionError] = []
+
+    def tracked_delete(name: str) -> None:
+        if refused:  # the same user gets the same answer for every other file: ask once
+            raise refused[0]
+        attempts.append(name)
+        try:
+            plan.store.delete(name)
+        except StorePermissionError as e:
+            if len(attempts) == 1:  # refused from the start: the user's permission, not this file
+                refused.append(e)
+            raise
+
+    tracked = execute(plan.decided.tracked, dry_run=dry_run, delete=counted(tracked_delete))
+    if refused:  # nothing of this run was deleted, its local copies included
+        raise DeleteRefused(plan.run_id, plan.experiment)
     local = None
     if plan.listing.local_dir is not None:
         # Decided again with the store's outcomes: a local copy outlives a failed tracked delete.
