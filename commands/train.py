@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -105,10 +106,12 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
     from tracker.session import run_training
     from tracker.store_lock import TrackingUnavailable
     from tracker.stores import StoreError
-    from tracker.tracking import TrackingError, resolve_tracking_uri
+    from tracker.tracking import TrackingError, redact, resolve_tracking_uri
 
     try:
         uri = resolve_tracking_uri(tracking_uri)
+        if redact(uri) != uri:  # user:password@ in the URI: MLflow prints it in its "View run" links
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if resume:
             graph = load_edge_csv(dataset) if dataset else None
             outcome = run_training(uri=uri, graph=graph, config=None, tconfig=None, resume=resume,
@@ -140,6 +143,6 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
     click.echo(outcome.stop_reason or f"finished: ran all {outcome.epochs_run} epochs")
     click.echo(f"Training {outcome.train_seconds:.1f} s, of which tracking {outcome.tracking_seconds:.2f} s")
     click.echo(f"Final model file: {outcome.final_path}")
-    click.echo(f"Run: {outcome.run_id} (experiment {outcome.experiment_id}) in {uri}")
+    click.echo(f"Run: {outcome.run_id} (experiment {outcome.experiment_id}) in {redact(uri)}")
     if uri.startswith("sqlite:///"):
         click.echo(f"Browse it: mlflow ui --backend-store-uri {uri}   (or: python cli.py ui)")
