@@ -50,5 +50,4 @@ def test_killed_at_every_point_the_resumed_run_loses_nothing(sqlite_tracking, tm
     assert trial.ok, "\n".join(trial.problems)
     assert [str(k) for k in trial.kills] == [str(k) for k in plan]
     assert len(trial.processes) == len(plan) + 1  # the last resume finished the run
-    assert "whose upload the interrupted run had not confirmed" in trial.processes[3].output
     assert trial.max_checkpoints <= s.keep + 2  # N+1, and one old best at most
