@@ -14,9 +14,11 @@ $(STAMP): requirements.txt | $(BIN)/python
 	touch $(STAMP)
 
 # Train the bundled mammal closure into the embedded store (sqlite:///mlflow.db + ./mlartifacts).
-# 600 epochs = the original's 300 epochs x 2 processes (each of its processes makes a full pass).
+# The recipe of benchmarks/mammals.py: the original's settings but lr 0.6 per batch of 10 and a
+# gentler burn-in (30 epochs at lr x 0.1); reaches MAP >= 0.97 and mean rank <= 1.09 in seconds.
 train: $(STAMP)
-	$(BIN)/python cli.py train --dataset data/mammal_closure.csv --epochs 600 --workers 2 --eval-every 20 --patience 10
+	$(BIN)/python cli.py train --dataset data/mammal_closure.csv --lr 0.6 --burnin 30 \
+		--burnin-multiplier 0.1 --epochs 400 --eval-every 10 --patience 10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -96,6 +96,7 @@ class TrackedTraining:
         self.freed_bytes = 0
         self.written_bytes = 0
         self.delete_warned = False
+        self.logged_tags: dict[str, str] = {}  # run tags as last sent, to send only changes
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # wall time spent in this class (logging, saving, retention)
 
@@ -106,10 +107,13 @@ class TrackedTraining:
                   **result.metrics}
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, result.epoch) for k, v in values.items()]
-        tags = [RunTag(layout.TAG_RETAINED, str(len(self.retained.records)))]
+        # Tags ride along only when they changed: each one costs a write in the store.
+        tags = {layout.TAG_RETAINED: str(len(self.retained.records))}
         if self.stop_state.best_epoch is not None:
-            tags.append(RunTag(layout.TAG_BEST_EPOCH, str(self.stop_state.best_epoch)))
-        self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=tags)
+            tags[layout.TAG_BEST_EPOCH] = str(self.stop_state.best_epoch)
+        changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
+        self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=changed)
+        self.logged_tags.update(tags)
         reason = None
         if self.tconfig.monitor in values:
             reason = self._decide_stop(result.epoch, state)
