@@ -14,8 +14,8 @@ that exactly the newest K are left on both sides, and prints the wall time, the 
 deletion, and the time per deletion after subtracting the command's fixed cost (the same
 command on an experiment with one run and nothing to delete), in wall time and in the
 command's CPU time. Constant time per deletion across R is what linear growth looks like.
-Wall time also holds the file system's unlink latency, which on a busy disk (or an ext4
-mounted with `discard`) varies with what else is writing; CPU time does not.
+Wall time also holds the file system's unlink latency, printed first (an unlink of a file
+already on disk; about 2 ms on an ext4 mounted with `discard`); CPU time does not.
 """
 
 from __future__ import annotations
@@ -64,6 +64,33 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def settle(seconds: float) -> None:
+    """Write everything out and wait past ext4's 5 s commit interval.
+
+    Unlinking a file whose blocks were never allocated (written moments ago) costs almost
+    nothing; unlinking one that is on disk costs a journal update and, with `discard`, a
+    trim. Without this, a small store is cleaned while much of it is still in the page cache
+    and looks cheaper per file than a large one.
+    """
+    if seconds > 0:
+        os.sync()
+        time.sleep(seconds)
+
+
+def unlink_floor(size: int, workdir: Path | None, wait: float, n: int = 300) -> float:
+    """ms per os.unlink of a settled file of `size` bytes: the disk's share of a deletion."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        files = [Path(tmp) / f"f{i}" for i in range(n)]
+        payload = os.urandom(size)
+        for f in files:
+            f.write_bytes(payload)
+        settle(wait)
+        t = time.perf_counter()
+        for f in files:
+            f.unlink()
+        return 1000 * (time.perf_counter() - t) / n
+
+
 def run_cleanup(uri: str, experiment: str, keep: int) -> tuple[float, float, dict]:
     """(wall seconds, CPU seconds of the command, its JSON report)."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "cleanup", "--experiment", experiment,
@@ -94,12 +121,14 @@ def check_left(root: Path, uri: str, runs: int, checkpoints: int, keep: int) -> 
     assert seen == runs, f"{seen} runs, expected {runs}"
 
 
-def measure(runs: int, checkpoints: int, keep: int, size: int, workdir: Path | None) -> dict:
+def measure(runs: int, checkpoints: int, keep: int, size: int, workdir: Path | None,
+            wait: float) -> dict:
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         root = Path(tmp)
         t = time.perf_counter()
         uri, experiment = make_store(root, runs, checkpoints, size)
         setup = time.perf_counter() - t
+        settle(wait)  # old checkpoints are on disk, not in the page cache's delayed allocation
         seconds, cpu, report = run_cleanup(uri, experiment, keep)
         check_left(root, uri, runs, checkpoints, keep)
     summary = report["summary"]
@@ -109,9 +138,10 @@ def measure(runs: int, checkpoints: int, keep: int, size: int, workdir: Path | N
             "setup_s": setup}
 
 
-def median_of(trials: int, runs: int, checkpoints: int, keep: int, size: int, workdir) -> dict:
+def median_of(trials: int, runs: int, checkpoints: int, keep: int, size: int, workdir,
+              wait: float) -> dict:
     """The measurement with the median wall time of `trials` fresh stores."""
-    rows = sorted((measure(runs, checkpoints, keep, size, workdir) for _ in range(trials)),
+    rows = sorted((measure(runs, checkpoints, keep, size, workdir, wait) for _ in range(trials)),
                   key=lambda r: r["seconds"])
     return rows[len(rows) // 2]
 
@@ -125,21 +155,27 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--trials", type=int, default=1, help="fresh stores per size (median wall)")
     p.add_argument("--repeat", type=int, default=3,
                    help="fixed-cost measurements (median; 0: none, net = gross)")
+    p.add_argument("--settle", type=float, default=6.0,
+                   help="seconds to wait after sync before each cleanup (ext4 commits every 5 s)")
     p.add_argument("--workdir", type=Path, default=None, help="default: the system's temp folder")
     args = p.parse_args(argv)
 
     print(f"{args.checkpoints} checkpoints per run, --keep {args.keep}, {args.size} B each; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
+    floor = unlink_floor(args.size, args.workdir, args.settle)
+    print(f"file system: {floor:.2f} ms per unlink of a settled {args.size} B file", flush=True)
     fixed = {"seconds": 0.0, "cpu_s": 0.0}
     if args.repeat:
-        fixed = median_of(args.repeat, 1, args.keep, args.keep, args.size, args.workdir)
+        fixed = median_of(args.repeat, 1, args.keep, args.keep, args.size, args.workdir,
+                          args.settle)
         print(f"fixed cost (start-up, one run, nothing to delete): {fixed['seconds']:.2f} s wall, "
               f"{fixed['cpu_s']:.2f} s CPU", flush=True)
     rows = []
     for runs in args.runs:
-        row = median_of(args.trials, runs, args.checkpoints, args.keep, args.size, args.workdir)
+        row = median_of(args.trials, runs, args.checkpoints, args.keep, args.size, args.workdir,
+                        args.settle)
         n = row["deleted"]
-        row.update(fixed_s=fixed["seconds"], fixed_cpu_s=fixed["cpu_s"],
+        row.update(fixed_s=fixed["seconds"], fixed_cpu_s=fixed["cpu_s"], unlink_ms=floor,
                    ms_per_deletion=1000 * row["seconds"] / n,
                    ms_per_deletion_net=1000 * (row["seconds"] - fixed["seconds"]) / n,
                    cpu_ms_per_deletion_net=1000 * (row["cpu_s"] - fixed["cpu_s"]) / n)

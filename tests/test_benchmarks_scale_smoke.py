@@ -83,6 +83,7 @@ def test_tracking_overhead_measures_sqlite_and_a_server(closure, tmp_path):
 
 def test_cleanup_scale_deletes_all_but_the_newest_and_reports_per_deletion(tmp_path):
     rows = load_script("cleanup_scale").main([
-        "--runs", "3", "--checkpoints", "5", "--keep", "2", "--repeat", "0", "--workdir", str(tmp_path)])
+        "--runs", "3", "--checkpoints", "5", "--keep", "2", "--repeat", "0", "--settle", "0",
+        "--workdir", str(tmp_path)])
     assert [(r["runs"], r["deleted"]) for r in rows] == [(3, 2 * 3 * 3)]  # tracked + local
     assert rows[0]["ms_per_deletion"] > 0
