@@ -33,5 +33,9 @@ ui: $(STAMP)
 ui-check: $(STAMP)
 	bash scripts/ui_check.sh
 
+# The long kill -9 stress (20 trials, about 10 minutes); a short version runs in `make test`.
+stress: $(STAMP)
+	$(BIN)/python -m tests.stress.kill_stress --trials 20
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -115,7 +115,8 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
         if resume:
             graph = load_edge_csv(dataset) if dataset else None
             outcome = run_training(uri=uri, graph=graph, config=None, tconfig=None, resume=resume,
-                                   epochs=epochs, checkpoint_root=checkpoint_dir, progress=not quiet)
+                                   epochs=epochs, checkpoint_root=checkpoint_dir, progress=not quiet,
+                                   force=force, disk_margin=disk_margin)
         else:
             dataset = dataset or DEFAULT_DATASET
             config = TrainConfig(epochs=epochs or _DEFAULTS["epochs"], **hp)

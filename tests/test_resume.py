@@ -98,3 +98,17 @@ def test_ctrl_c_marks_the_run_killed_and_leaves_no_partial_file(tmp_path):
     tracked = set(_tracked(client, run_dir.name))
     # at most the checkpoint being uploaded when Ctrl+C came is local only; resume stores it
     assert tracked and tracked <= local and len(local - tracked) <= 1
+
+
+def test_run_killed_before_its_first_checkpoint_starts_again_from_epoch_0(tmp_path):
+    # HYPE_FAULT kills the trainer in its first save (the disk guard's size probe)
+    proc = _cli(tmp_path, *ARGS, env={**os.environ, "HYPE_FAULT": "save:1"})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    run_dir = next((tmp_path / "ckpt").iterdir())
+    assert not list(run_dir.glob("mammal_epoch*.pth"))
+    out = _finished(_cli(tmp_path, "--resume", run_dir.name, "--quiet"))
+    assert "starting it from epoch 0" in out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(run_dir.name).info.status == "FINISHED"
+    assert (run_dir / "mammal.pth").exists()

@@ -61,7 +61,8 @@ class TrackerConfig:
                 "keep_checkpoints": "all" if self.keep is None else self.keep,
                 "keep_best": self.keep_best, "monitor": self.monitor,
                 "mode": self.mode or stopping.infer_mode(self.monitor), "patience": self.patience,
-                "min_delta": self.min_delta, "plot_every": self.plot_every}
+                "min_delta": self.min_delta, "plot_every": self.plot_every,
+                "log_pyfunc": self.log_pyfunc}
 
 
 def say(msg: str) -> None:

@@ -85,12 +85,14 @@ def _run_configs(run) -> tuple[TrainConfig, TrackerConfig]:
         keep=None if keep in ("all", "0", "None") else int(keep),
         keep_best=p.get("keep_best", "True") == "True",
         monitor=p.get("monitor", "map"), mode=p.get("mode"), patience=int(p.get("patience", 6)),
-        min_delta=float(p.get("min_delta", 0.0)), plot_every=int(p.get("plot_every", 0)))
+        min_delta=float(p.get("min_delta", 0.0)), plot_every=int(p.get("plot_every", 0)),
+        log_pyfunc=p.get("log_pyfunc", "True") == "True")
     return config, tconfig
 
 
 def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
-               epochs: int | None = None, checkpoint_root: Path | None = None
+               epochs: int | None = None, checkpoint_root: Path | None = None,
+               force: bool = False, disk_margin: int | None = None,
                ) -> tuple[TrackedTraining, TrainState, Graph]:
     try:
         run = client.get_run(run_id)
@@ -99,6 +101,8 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
             raise TrackingError(f"no run with id {run_id!r} in this tracking store") from None
         raise
     config, tconfig = _run_configs(run)
+    tconfig = replace(tconfig, force=force,
+                      disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin)
     if epochs is not None:
         config = replace(config, epochs=epochs)
     path = dataset or run.data.params.get("dataset_path")
@@ -129,6 +133,11 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     if state is None and unreadable:
         raise TrackingError(f"run {run_id} has no loadable checkpoint to resume from: "
                             f"{len(unreadable)} retained, none loads (newest: {unreadable[0]})")
+    if state is None and not _ever_retained(run):
+        # Killed before its first checkpoint was stored: nothing was learnt that could be lost,
+        # so the run starts again from epoch 0 with its own settings and seed.
+        say(f"Run {run_id} stored no checkpoint before it stopped: starting it from epoch 0")
+        state = new_state(graph, config)
     if state is None:
         raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
     try:
@@ -147,10 +156,16 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "
         f"(epoch {state.epoch}/{config.epochs})")
     tracked = TrackedTraining(client, run_id, graph, config, tconfig, local_dir=local_dir, store=store,
-                              stop_state=stop_state, retained=retained, resumed_from=state.epoch,
+                              stop_state=stop_state, retained=retained, resumed_from=state.epoch or None,
                               best_emb=best_emb)
     tracked.apply_retention()  # no more than N on either side after a crash
     return tracked, state, graph
+
+
+def _ever_retained(run) -> bool:
+    """Whether the run ever held a checkpoint: its retained-count tag was above 0 at some point
+    (the tag is sent with the metrics of the epoch after a checkpoint is stored)."""
+    return int(run.data.tags.get(layout.TAG_RETAINED, "0") or 0) > 0
 
 
 def reconcile(store: TrackedCheckpoints, local_dir: Path, model: str) -> Retained:
@@ -172,7 +187,7 @@ def reconcile(store: TrackedCheckpoints, local_dir: Path, model: str) -> Retaine
             retained.records[parsed.epoch] = CheckpointRecord(parsed.epoch, name, size, stored=True)
     for name, (epoch, size) in local.items():
         if epoch in retained.records:
-            continue
+            continue  # the store's copy stands: reconcile never overwrites what is stored
         try:
             load(local_dir / name)
         except CheckpointError as e:
@@ -255,12 +270,14 @@ def _metric(key, value, step):
 def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                  tconfig: TrackerConfig | None, experiment: str = "hype", run_name: str | None = None,
                  resume: str | None = None, epochs: int | None = None,
-                 checkpoint_root: Path | None = None, progress: bool = True) -> Outcome:
+                 checkpoint_root: Path | None = None, progress: bool = True, force: bool = False,
+                 disk_margin: int | None = None) -> Outcome:
     tune_sqlite_commits()
     client = open_tracking_store(uri)
     if resume:
         tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,
-                                           epochs=epochs, checkpoint_root=checkpoint_root)
+                                           epochs=epochs, checkpoint_root=checkpoint_root,
+                                           force=force, disk_margin=disk_margin)
     else:
         tracked, state = start_run(client, uri, graph, config, tconfig, experiment=experiment,
                                    run_name=run_name)

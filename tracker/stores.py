@@ -12,6 +12,7 @@ URLs lose their userinfo and signatures, and secrets from the environment are ma
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import random
@@ -26,6 +27,8 @@ from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.uri import get_uri_scheme
+
+_log = logging.getLogger("hype.stores")
 
 DEFAULT_FOLDER = "hype_checkpoints"
 # `checkpoints/` is where mlflow.pytorch.autolog puts its own checkpoints; sharing it would let
@@ -222,6 +225,9 @@ def call_with_retry(what: str, fn, policy: RetryPolicy, *, missing_ok: bool = Fa
                     f"{what} still failing after {attempt} attempts over {elapsed:.1f} s "
                     f"(retry budget {policy.total_s:g} s): {_summary(exc)}"
                 ) from None
+            if attempt == 1:  # say it once, so that a long wait is not silent
+                _log.warning("tracking store unreachable (%s): %s; retrying for up to %.0f s",
+                             _summary(exc), what, remaining)
             # Jitter keeps several trainers that lost the same server from retrying in step.
             time.sleep(min(delay * random.uniform(0.8, 1.2), remaining))
             delay = min(delay * 2, policy.max_delay_s)
