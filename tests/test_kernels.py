@@ -80,3 +80,30 @@ def test_negatives_are_never_neighbours_or_self():
     assert out[0] == 1
     assert set(out[1:]) <= set(range(6, 10)) | {1}
     assert set(range(6, 10)) <= set(out[1:])
+
+
+def test_alias_table_reproduces_the_weights():
+    weights = np.array([5.0, 0.0, 1.0, 3.0, 1.0])
+    prob, alias = kernels.alias_table(np.cumsum(weights))
+    n = len(weights)
+    # each slot i is drawn with 1/n; it yields i with prob[i], alias[i] otherwise
+    implied = np.zeros(n)
+    for i in range(n):
+        implied[i] += prob[i] / n
+        implied[alias[i]] += (1 - prob[i]) / n
+    np.testing.assert_allclose(implied, weights / weights.sum(), atol=1e-12)
+    assert kernels.alias_table(np.empty(0))[0].shape == (0,)
+
+
+def test_burnin_negatives_follow_the_degree_weights():
+    # no edges from node 0, so every node but 0 is a valid negative for it
+    n = 4
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    indices = np.empty(0, dtype=np.int64)
+    weights = np.array([1.0, 1.0, 2.0, 6.0])
+    out = np.empty(20_001, dtype=np.int64)
+    np.random.seed(1)
+    kernels.sample_negatives(0, 1, n, 20_000, indptr, indices, np.cumsum(weights), out)
+    freq = np.bincount(out[1:], minlength=n) / 20_000
+    np.testing.assert_allclose(freq[1:], weights[1:] / weights[1:].sum(), atol=0.02)
+    assert freq[0] == 0
