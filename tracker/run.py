@@ -166,7 +166,11 @@ class TrackedTraining:
             projected = size * (self.config.epochs - state.epoch + kept)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
                 f"{human_bytes(projected)} here and in the tracking store by epoch {self.config.epochs}")
-        say(f"Checkpoint saved: {name} (keeping {min(kept, self.tconfig.keep or kept)}/{limit})")
+        if self.retention_blocked:
+            shown, limit = kept, "all: retention blocked"
+        else:
+            shown = min(kept, self.tconfig.keep or kept)
+        say(f"Checkpoint saved: {name} (keeping {shown}/{limit})")
         # The checkpoint we resumed from was protected until a newer one was confirmed stored,
         # which this one now is: from here on it is an old checkpoint like any other (protecting
         # it through this retention left N+1 behind when the run ended one epoch after resuming).
@@ -197,10 +201,9 @@ class TrackedTraining:
                 where = "local + tracked"
             except StorePermissionError as e:
                 self.retention_blocked = True
-                say(f"ERROR: retention cannot delete tracked checkpoints: {e}. Deleting artifacts "
-                    "needs MANAGE permission on the experiment. This run keeps every checkpoint, "
-                    "locally and in the store; free them later with: python cli.py cleanup "
-                    f"--run-id {self.run_id}")
+                say(f"ERROR: retention cannot delete tracked checkpoints: {e}. This run keeps "
+                    "every checkpoint, locally and in the store; free them later with: "
+                    f"python cli.py cleanup --run-id {self.run_id}")
                 self._call(self.client.set_tag, self.run_id, layout.TAG_RETENTION_ERROR,
                            "permission denied: deleting artifacts needs MANAGE")
                 return

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -257,8 +257,8 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     if tracked.stop_state.best_epoch is not None:
         tags[layout.TAG_BEST_EPOCH] = str(tracked.stop_state.best_epoch)
         tags[layout.TAG_BEST_VALUE] = f"{tracked.stop_state.best:.6g}"
-    for k, v in tags.items():
-        call_with_retry(client.set_tag, run_id, k, v, run_id=run_id)
+    call_with_retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()],
+                    run_id=run_id)  # one request for all of them
     call_with_retry(client.set_terminated, run_id, "FINISHED", run_id=run_id)
     return final, path
 
