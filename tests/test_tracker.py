@@ -80,3 +80,26 @@ def test_proxied_server_deletes_through_the_artifact_api(mlflow_server_proxied, 
     on_server = sorted(p.name for p in mlflow_server_proxied.artifacts_dir.rglob("tree_epoch*.pth")
                        if out.run_id in p.parts)  # the server is shared with other tests
     assert on_server == listed  # gone from the server's disk too, not just hidden
+
+
+def test_a_delete_the_store_did_not_carry_out_is_caught_by_the_next_listing(sqlite_tracking, tree,
+                                                                            tmp_path, monkeypatch):
+    """Deletes are confirmed by the listing of the next upload; one still listed is redone."""
+    from tracker.stores import TrackedCheckpoints
+
+    real_delete = TrackedCheckpoints._delete
+    skipped = []
+
+    def flaky_delete(self, name):  # the store acknowledges the first delete but keeps the file
+        if not skipped:
+            skipped.append(name)
+            return None
+        return real_delete(self, name)
+
+    monkeypatch.setattr(TrackedCheckpoints, "_delete", flaky_delete)
+    out = _train(sqlite_tracking.tracking_uri, tree, tmp_path, epochs=6, keep=2, monitor="loss",
+                 patience=100)
+    client = MlflowClient(sqlite_tracking.tracking_uri)
+    assert skipped == ["tree_epoch0001.pth"]
+    assert _names(client, out.run_id, layout.CHECKPOINT_FOLDER) == ["tree_epoch0005.pth",
+                                                                     "tree_epoch0006.pth"]

@@ -97,6 +97,7 @@ class TrackedTraining:
         self.freed_bytes = 0
         self.written_bytes = 0
         self.delete_warned = False
+        self.unconfirmed_deletes: set[str] = set()  # deleted, not yet seen gone in a listing
         self.logged_tags: dict[str, str] = {}  # run tags as last sent, to send only changes
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # wall time spent in this class (logging, saving, retention)
@@ -197,7 +198,8 @@ class TrackedTraining:
             rec = d.record
             # Tracked copy first: if the store refuses (no permission), the local copy stays.
             try:
-                self.store.delete(rec.name)
+                self.store.delete(rec.name, confirm=False)  # confirmed by the next listing
+                self.unconfirmed_deletes.add(rec.name)
                 where = "local + tracked"
             except StorePermissionError as e:
                 self.retention_blocked = True
@@ -224,12 +226,26 @@ class TrackedTraining:
     # -- store calls -------------------------------------------------------------------------
     def _upload(self, path: Path) -> None:
         try:
-            self.store.upload(path)
+            stored = self.store.upload(path)
+            self._confirm_deleted(stored.listing)
         except StoreError as e:
             raise TrackingError(
                 f"could not store {path.name} in the tracking store ({e}); the checkpoint is safe at "
                 f"{path} and nothing was deleted. Resume with: python cli.py train --resume {self.run_id}"
             ) from None
+
+    def confirm_pending_deletes(self) -> None:
+        """At the end of the run no upload follows: list once to confirm the last deletes."""
+        if self.unconfirmed_deletes:
+            self._confirm_deleted(self.store.list())
+
+    def _confirm_deleted(self, listing: dict) -> None:
+        """The last epoch's tracked deletes, confirmed by this epoch's upload listing (one request
+        fewer per epoch than listing after each delete). One still listed is deleted again, and
+        this time confirmed on its own."""
+        for name in sorted(self.unconfirmed_deletes & listing.keys()):
+            self.store.delete(name)
+        self.unconfirmed_deletes.clear()
 
     def _call(self, fn, *args, **kwargs):
         """A tracking call, retried with backoff while the store is unreachable."""

@@ -19,7 +19,7 @@ import random
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException, RestException
@@ -83,6 +83,7 @@ class StoredFile:
     size: int  # bytes, as listed by the store
     artifact_path: str  # "<folder>/<name>", relative to the run's artifact root
     uri: str  # where it is, for messages and tags; credentials scrubbed
+    listing: dict = field(default_factory=dict, repr=False, compare=False)  # the confirming listing
 
 
 # --- scrubbing -------------------------------------------------------------------------------
@@ -319,10 +320,14 @@ class TrackedCheckpoints:
                 f"upload of {name!r} to {self.uri} not confirmed: {seen}, local file has "
                 f"{size} bytes"
             )
-        return StoredFile(name, size, f"{self.folder}/{name}", f"{self.uri}/{name}")
+        return StoredFile(name, size, f"{self.folder}/{name}", f"{self.uri}/{name}", listed)
 
-    def delete(self, name: str) -> None:
-        """Delete one file and confirm it is gone; a file already gone is fine."""
+    def delete(self, name: str, *, confirm: bool = True) -> None:
+        """Delete one file and confirm it is gone; a file already gone is fine.
+
+        confirm=False skips the confirming listing: the caller checks the next listing it
+        makes anyway (the trainer: the one that confirms the next upload), saving a request.
+        """
         name = _check_name(name)
         if not _supports_delete(self._repo):
             raise DeleteUnsupported(
@@ -344,7 +349,7 @@ class TrackedCheckpoints:
                 "needs MANAGE permission on the experiment",
                 status=exc.status,
             ) from None
-        if name in self.list():
+        if confirm and name in self.list():
             raise StoreError(f"delete of {name!r} from {self.uri} not confirmed: still listed")
 
     def _delete(self, name: str) -> None:
