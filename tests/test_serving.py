@@ -150,8 +150,12 @@ def test_ui_command_serves_the_store_and_stops_with_its_group(served_run):
         assert resp.status_code == 200 and resp.json()["run"]["info"]["status"] == "FINISHED"
         listed = requests.get(f"http://{HOST}:{port}/api/2.0/mlflow/artifacts/list",
                               params={"run_id": out.run_id, "path": "hype_checkpoints"}, timeout=10)
+        # exactly what the run says it retains: the newest 2, plus the best when it is older
+        retained = resp.json()["run"]["data"]["tags"]
+        epochs = next(t["value"] for t in retained if t["key"] == "hype.retained_epochs").split(",")
+        assert {"4", "5"} <= set(epochs) and len(epochs) <= 3
         assert sorted(f["path"] for f in listed.json()["files"]) == [
-            "hype_checkpoints/tree_epoch0004.pth", "hype_checkpoints/tree_epoch0005.pth"]
+            f"hype_checkpoints/tree_epoch{int(e):04d}.pth" for e in sorted(epochs, key=int)]
         # SIGTERM to the command stops the server it started (in a group of its own)
         os.killpg(pgid, signal.SIGTERM)
         assert proc.wait(timeout=20) != 0
