@@ -47,15 +47,20 @@ def test_nouns_trains_a_tracked_run_and_writes_the_curve(closure, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     summary = load_script("nouns").main([
         "--dataset", str(closure), "--minutes", "5", "--reserve", "0", "--epochs", "6",
-        "--burnin", "2", "--dim", "2", "--eval-every", "2", "--eval-sample", "10",
+        "--burnin", "2", "--lr", "1", "--late-lr", "2", "--late-after", "4",
+        "--dim", "2", "--eval-every", "2", "--eval-sample", "10",
         "--exact-every", "0.0001", "--workers", "1", "--keep", "2", "--tracking-uri", uri,
         "--checkpoint-dir", str(tmp_path / "ckpt"), "--curve", str(curve), "--no-pyfunc"])
     assert summary["epochs"] == 6 and 0 < summary["final_map"] <= 1
     lines = curve.read_text().splitlines()
-    assert lines[0].startswith("wall_s,epoch,loss,mean_rank_sampled,map_sampled")
+    assert lines[0].startswith("wall_s,epoch,lr,loss,mean_rank_sampled,map_sampled")
     assert len(lines) == 1 + 3 + 1  # three evaluations and the final exact one
-    run = MlflowClient(uri).get_run(summary["run_id"])
+    client = MlflowClient(uri)
+    run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
+    lrs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)]
+    assert lrs == [0.01, 0.01, 1.0, 1.0, 2.0, 2.0]  # burn-in, then the two phases of one run
+    assert run.data.params["lr_schedule"] == "lr 1 to epoch 4, lr 2 to epoch 6"
     assert {"map_sampled", "wall_seconds", "map", "final_map"} <= set(run.data.metrics)
     ckpts = sorted(p.name for p in (tmp_path / "ckpt" / summary["run_id"]).glob("tree_epoch*.pth"))
     assert len(ckpts) <= 3 and ckpts[-1] == "tree_epoch0006.pth"  # newest 2, perhaps the best
