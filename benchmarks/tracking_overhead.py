@@ -10,8 +10,8 @@ with no callbacks. Both train Poincaré dim 10 with the noun settings (lr 1.0, b
 50 negatives, --workers threads), after burn-in (burn-in epochs are slower and not the point).
 
 Two figures per store, because this machine is shared and its load drifts:
-- ratio: median tracked epoch wall time / median untracked epoch wall time, with the untracked
-  epochs run before and after the tracked ones (their median);
+- ratio: median tracked epoch wall time / median untracked epoch wall time, the untracked and
+  tracked runs alternating (--rounds pairs, and one more untracked run at the end);
 - share: inside the tracked run, seconds spent in the tracking callbacks / seconds training.
   Both halves come from the same epochs, so load drift cancels; this is the better estimate.
 """
@@ -91,12 +91,17 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int):
     return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1)
 
 
-def measure(label, graph, config, uri_or_none, workdir, args) -> dict:
-    before = untracked(graph, config, args.skip)
-    walls, share, ckpt_bytes = tracked(graph, config, uri_or_none, workdir, args.keep, args.skip)
-    after = untracked(graph, config, args.skip)
-    base = statistics.median(before + after)
+def measure(label, graph, config, uri, workdir, args) -> dict:
+    plain, walls, shares = [], [], []
+    for _ in range(args.rounds):  # alternate, so that drifting load hits both alike
+        plain += untracked(graph, config, args.skip)
+        w, share, ckpt_bytes = tracked(graph, config, uri, workdir, args.keep, args.skip)
+        walls += w
+        shares.append(share)
+    plain += untracked(graph, config, args.skip)
+    base = statistics.median(plain)
     med = statistics.median(walls)
+    share = statistics.median(shares)
     ratio = med / base - 1
     row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
            "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
@@ -113,6 +118,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--dataset", type=Path, default=ROOT / "data" / "noun_closure.csv")
     p.add_argument("--epochs", type=int, default=8, help="timed epochs per run")
     p.add_argument("--skip", type=int, default=2, help="first epochs not timed (compile, no delete yet)")
+    p.add_argument("--rounds", type=int, default=2, help="untracked/tracked pairs per store")
     p.add_argument("--keep", type=int, default=2, help="--keep-checkpoints of the tracked run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dim", type=int, default=10)
