@@ -1,5 +1,5 @@
 """The geometries. Each module holds free functions with the same names:
-distance, project, rgrad, retract, init, rank_key."""
+distance, project, rgrad, retract, init."""
 
 from types import ModuleType
 

@@ -21,8 +21,3 @@ def retract(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 def init(n: int, dim: int, *, scale: float, generator: torch.Generator) -> torch.Tensor:
     return (torch.rand(n, dim, generator=generator, dtype=torch.float64) * 2 - 1) * scale
-
-
-def rank_key(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    sq_w = w.pow(2).sum(-1)
-    return sq_w - 2 * u @ w.T  # |u|^2 is constant per row

@@ -48,11 +48,6 @@ def init(n: int, dim: int, *, scale: float, generator: torch.Generator) -> torch
     return project(torch.cat([torch.zeros(n, 1, dtype=torch.float64), space], dim=-1))
 
 
-def rank_key(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """-<u, w>_L increases with distance: (B, D+1), (N, D+1) -> (B, N)."""
-    return u[:, :1] * w[:, 0] - u[:, 1:] @ w[:, 1:].T
-
-
 def to_poincare(x: torch.Tensor) -> torch.Tensor:
     """Map to the Poincaré ball (for pictures and export): x_space / (1 + x0)."""
     return x[..., 1:] / (1 + x[..., :1])

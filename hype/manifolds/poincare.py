@@ -40,14 +40,3 @@ def retract(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 def init(n: int, dim: int, *, scale: float, generator: torch.Generator) -> torch.Tensor:
     return (torch.rand(n, dim, generator=generator, dtype=torch.float64) * 2 - 1) * scale
-
-
-def rank_key(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """A key increasing with d(u_i, w_j) for fixed i, from one matmul: (B, D), (N, D) -> (B, N).
-
-    gamma - 1 = 2|u - w|^2 / ((1-|u|^2)(1-|w|^2)); dropping the per-row factor keeps the order.
-    """
-    sq_u = u.pow(2).sum(-1, keepdim=True)
-    sq_w = w.pow(2).sum(-1)
-    sq_diff = (sq_u + sq_w - 2 * u @ w.T).clamp_min(0)
-    return sq_diff / (1 - sq_w).clamp_min(1e-15)
