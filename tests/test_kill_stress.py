@@ -13,13 +13,15 @@ from tests.stress.kill_stress import EXTERNAL, Kill, Settings, bound_problems, r
 from tracker import faults
 
 
-@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("save:3", ("save", 3)),
-                                             ("delete:1", ("delete", 1))])
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("save:3", ("save", 3, "KILL")),
+                                             ("delete:1", ("delete", 1, "KILL")),
+                                             ("delete:2:INT", ("delete", 2, "INT"))])
 def test_fault_spec_parses(value, expected):
     assert faults.parse(value) == expected
 
 
-@pytest.mark.parametrize("value", ["save", "save:0", "save:x", "rename:2", "save:-1"])
+@pytest.mark.parametrize("value", ["save", "save:0", "save:x", "rename:2", "save:-1", "save:1:TERM",
+                                   "save:1:INT:x"])
 def test_a_bad_fault_spec_names_the_points(value):
     with pytest.raises(ValueError, match="epoch, save, upload, delete"):
         faults.parse(value)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tracker import layout
@@ -95,9 +96,26 @@ def test_ctrl_c_marks_the_run_killed_and_leaves_no_partial_file(tmp_path):
     assert client.get_run(run_dir.name).info.status == "KILLED"
     assert not list(run_dir.glob("*.tmp"))
     local = {p.name for p in run_dir.glob("mammal_epoch*.pth")}
-    tracked = set(_tracked(client, run_dir.name))
-    # at most the checkpoint being uploaded when Ctrl+C came is local only; resume stores it
-    assert tracked and tracked <= local and len(local - tracked) <= 1
+    # Ctrl+C waits for the checkpoint being stored and retained: both sets are whole
+    assert local and set(_tracked(client, run_dir.name)) == local
+
+
+@pytest.mark.parametrize("fault", ["epoch:3:INT", "upload:3:INT", "delete:1:INT", "delete:2:INT"])
+def test_ctrl_c_at_each_tracking_moment_waits_for_the_write_then_resumes(tmp_path, fault):
+    # SIGINT lands exactly mid-write: e.g. "delete" is after the tracked copy of an old
+    # checkpoint is gone and before its local copy is; a torn write would leave them unequal.
+    out, _ = _cli(tmp_path, *ARGS, env={**os.environ, "HYPE_FAULT": fault}).communicate(timeout=120)
+    assert f"SIGINT at {fault.split(':')[0]}" in out and "finishing the tracking write" in out
+    assert "marked KILLED" in out
+    run_dir = next((tmp_path / "ckpt").iterdir())
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(run_dir.name).info.status == "KILLED"
+    local = {p.name for p in run_dir.glob("mammal_epoch*.pth")}
+    assert local and set(_tracked(client, run_dir.name)) == local
+    assert len(local) <= 3 and not list(run_dir.glob("*.tmp"))
+    _finished(_cli(tmp_path, "--resume", run_dir.name, "--quiet"))
+    assert client.get_run(run_dir.name).info.status == "FINISHED"
+    assert {p.name for p in run_dir.glob("mammal_epoch*.pth")} == set(_tracked(client, run_dir.name))
 
 
 def test_run_killed_before_its_first_checkpoint_starts_again_from_epoch_0(tmp_path):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hype.config import TrainConfig
 from hype.data import Graph
 from hype.train import EpochResult, TrainState
-from tracker import faults, layout, names, stopping, stores
+from tracker import faults, interrupts, layout, names, stopping, stores
 from tracker.checkpoint_io import save_atomic
 from tracker.fmt import human_bytes
 from tracker.retention import CheckpointRecord, decide
@@ -104,6 +104,14 @@ class TrackedTraining:
 
     # -- per epoch -------------------------------------------------------------------------
     def on_epoch_end(self, result: EpochResult, state: TrainState) -> str | None:
+        with interrupts.section():  # Ctrl+C waits for this epoch's bookkeeping
+            return self._on_epoch_end(result, state)
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        with interrupts.section():  # Ctrl+C waits until the checkpoint is stored and retained
+            self._on_checkpoint(state)
+
+    def _on_epoch_end(self, result: EpochResult, state: TrainState) -> str | None:
         t0 = time.perf_counter()
         values = {"loss": result.loss, "lr": result.lr, "epoch_seconds": result.seconds,
                   **result.metrics}
@@ -146,7 +154,7 @@ class TrackedTraining:
             return reason
         return None
 
-    def on_checkpoint(self, state: TrainState) -> None:
+    def _on_checkpoint(self, state: TrainState) -> None:
         t0 = time.perf_counter()
         name = names.checkpoint_name(self.tconfig.model_name, state.epoch)
         path = self.local_dir / name

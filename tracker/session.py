@@ -16,7 +16,7 @@ from hype.config import TrainConfig
 from hype.data import Graph, load_edge_csv
 from hype.evaluate import reconstruction
 from hype.train import TrainState, check_compatible, new_state, train
-from tracker import diskguard, layout, names, stopping
+from tracker import diskguard, interrupts, layout, names, stopping
 from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, save_atomic
 from tracker.fmt import human_bytes
 from tracker.retention import CheckpointRecord
@@ -286,17 +286,27 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     say(f"MLflow run {run_id} in {redact(uri)}; checkpoints in {tracked.local_dir}")
     check_disk(tracked, state)
     t0 = time.perf_counter()
-    try:
-        result = train(tracked.graph, tracked.config, state=state, callbacks=tracked, progress=progress)
-    except KeyboardInterrupt:
-        _mark(client, run_id, "KILLED")
-        raise TrackingError(f"interrupted; run {run_id} marked KILLED. Resume with: "
-                            f"python cli.py train --resume {run_id}") from None
-    except BaseException:
-        _mark(client, run_id, "FAILED")
-        raise
-    train_seconds = time.perf_counter() - t0
-    final, path = finish(tracked, result.state, result.stop_reason)
+    interrupted = False
+    with interrupts.deferred():
+        try:
+            result = train(tracked.graph, tracked.config, state=state, callbacks=tracked, progress=progress)
+            train_seconds = time.perf_counter() - t0
+            # The run's last writes: Ctrl+C now waits for them, as there is nothing left to resume.
+            with interrupts.section(raise_at_end=False):
+                final, path = finish(tracked, result.state, result.stop_reason)
+        except KeyboardInterrupt:
+            interrupted = True  # marked below, once the traceback (and any frame it holds) is gone
+        except BaseException:
+            _mark(client, run_id, "FAILED")
+            raise
+    if interrupted:
+        resume_hint = f"Resume with: python cli.py train --resume {run_id}"
+        if _mark(client, run_id, "KILLED"):
+            raise TrackingError(f"interrupted; run {run_id} marked KILLED. {resume_hint}")
+        raise TrackingError(f"interrupted; run {run_id} could not be marked KILLED (the store did not "
+                            f"answer) and still shows RUNNING. {resume_hint}")
+    if interrupts.take_pending():
+        say(f"Interrupted after run {run_id} finished: nothing was lost")
     total = tracked.written_bytes
     if total:
         say(f"Retention freed {human_bytes(tracked.freed_bytes)} "
@@ -330,8 +340,12 @@ def check_disk(tracked: TrackedTraining, state: TrainState) -> None:
     raise TrackingError(est.message)
 
 
-def _mark(client: MlflowClient, run_id: str, status: str) -> None:
-    try:
-        client.set_terminated(run_id, status)
-    except Exception:  # the store may be the thing that failed; resume still works
-        pass
+def _mark(client: MlflowClient, run_id: str, status: str) -> bool:
+    """Close the run with `status`; False when the store did not take it (resume still works)."""
+    for attempt in range(3):
+        try:
+            client.set_terminated(run_id, status)
+            return True
+        except Exception:  # the store may be the thing that failed
+            time.sleep(0.5 * (attempt + 1))
+    return False
