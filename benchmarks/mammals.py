@@ -183,7 +183,7 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     g.add_argument("--burnin", type=int, default=30)
     g.add_argument("--burnin-multiplier", type=float, default=0.1)
     g.add_argument("--negs", type=int, default=50)
-    g.add_argument("--workers", type=int, default=1, help="Hogwild threads")
+    g.add_argument("--workers", type=int, default=1, help="training processes (hype.distributed)")
     g = p.add_argument_group("gensim")
     g.add_argument("--no-gensim", action="store_true", help="skip the peer (gensim not needed)")
     g.add_argument("--gensim-seeds", type=int, nargs="+", default=[0])

@@ -4,10 +4,11 @@
     .venv/bin/python benchmarks/throughput.py --closure data/noun_closure.csv --workers 2
 
 An edge-update is one positive edge with its negatives (sampling included). Epochs run
-through hype.train.train as users run them (shuffle, per-worker kernel calls, Hogwild threads),
+through hype.train.train as users run them (shuffle, kernel calls, with several workers the
+ranks spawned and synchronised by hype.distributed),
 after burn-in and without evaluation; the first epoch loads or compiles the kernels and is not
 timed. The rate of each epoch is edges / its wall seconds; the median over epochs is printed,
-with the best, the CPU-time rate (all threads' CPU seconds, less sensitive to other load on
+with the best, the CPU-time rate (all ranks' CPU seconds, less sensitive to other load on
 the machine) and the ratio to the original poincare-embeddings' 41k edge-updates/s, measured
 on this 2-core machine on the WordNet noun closure (issue 6). Without --closure it uses
 data/noun_closure.csv if present, else a synthetic closure of a random taxonomy with as many
@@ -18,6 +19,8 @@ nodes as the noun closure (hype.closure.random_taxonomy; about 900k edges agains
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -30,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np  # noqa: E402
 
+from hype import distributed  # noqa: E402
 from hype.closure import random_taxonomy, transitive_closure  # noqa: E402
 from hype.config import TrainConfig  # noqa: E402
 from hype.data import Graph, from_edges, load_edge_csv  # noqa: E402
@@ -44,7 +48,8 @@ NOUN_NODES = 82_115
 class Measurement:
     workers: int
     rates: list  # edge-updates/s of each timed epoch (wall clock)
-    cpu_rate: float  # edge-updates per CPU second over the timed epochs, all threads together
+    cpu_rate: float  # edge-updates per CPU second over the timed epochs, all ranks together
+    ranks_rss: list  # peak RSS (MiB) of each rank other than 0, i.e. of this process's children
 
     @property
     def median(self) -> float:
@@ -67,10 +72,10 @@ class _Timer:
 
     def __init__(self, epochs: int):
         self.epochs, self.wall, self.cpu = epochs, [], []
-        self._cpu0 = time.process_time()
+        self._cpu0 = _cpu_seconds()
 
     def on_epoch_end(self, result, state):
-        cpu = time.process_time()
+        cpu = _cpu_seconds()
         self.wall.append(result.seconds)
         self.cpu.append(cpu - self._cpu0)  # includes the shuffle, as result.seconds does
         self._cpu0 = cpu
@@ -85,9 +90,32 @@ def measure(graph: Graph, *, dim: int, negs: int, workers: int, epochs: int, see
     config = TrainConfig(dim=dim, negs=negs, workers=workers, burnin=0, lr=1.0, batch_size=50,
                          epochs=10**9, eval_every=10**9, seed=seed)  # stopped by the timer
     timer = _Timer(epochs + 1)
-    train(graph, config, callbacks=timer, progress=False)
+    with distributed.open_group(workers) as group:  # ranks 1.. are spawned here, as by the CLI
+        train(graph, config, callbacks=timer, progress=False, group=group)
+        ranks_rss = [_proc_mib(p.pid, "VmHWM") for p in multiprocessing.active_children()]
     e = graph.num_edges
-    return Measurement(workers, [e / s for s in timer.wall[1:]], e * epochs / sum(timer.cpu[1:]))
+    return Measurement(workers, [e / s for s in timer.wall[1:]], e * epochs / sum(timer.cpu[1:]),
+                       ranks_rss)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its live children (the other ranks), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for child in multiprocessing.active_children():
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _proc_mib(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    return float("nan")
 
 
 def peak_rss_mib() -> float:
@@ -119,6 +147,10 @@ def report(graph: Graph, results: list, *, dim: int, negs: int) -> None:
     emb_mib = graph.num_nodes * dim * 8 / 2**20
     print(f"peak RSS {peak_rss_mib():.0f} MiB (the whole process: Python, torch, the graph; "
           f"the embedding itself is {emb_mib:.1f} MiB)")
+    for m in results:
+        if m.ranks_rss:
+            print(f"  with {m.workers} workers, each other rank peaked at "
+                  f"{', '.join(f'{r:.0f}' for r in m.ranks_rss)} MiB (its own graph and embedding copy)")
 
 
 def parse_args(argv: list | None) -> argparse.Namespace:
@@ -129,7 +161,7 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                         f"{NOUN_NODES})")
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--negs", type=int, default=50)
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Hogwild thread counts")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="training process counts")
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per worker count")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

@@ -44,6 +44,17 @@ def _size(ctx, param, value):
     return int(n)
 
 
+def _train_as_worker() -> None:
+    from hype import distributed
+    from hype.train import train_worker
+
+    group = distributed.from_env()
+    try:
+        train_worker(group)
+    finally:
+        distributed.destroy()
+
+
 def _model_name(dataset: Path) -> str:
     stem = dataset.stem
     return stem[: -len("_closure")] if stem.endswith("_closure") else stem
@@ -68,7 +79,8 @@ def _model_name(dataset: Path) -> str:
 @click.option("--eval-sample", type=int, default=0, show_default=True,
               help="Evaluate on N seeded nodes during training (logged as map_sampled); exact at the end.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Hogwild threads.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Training processes (torch.distributed, gloo); under torchrun, its world size.")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
 @click.option("--experiment", default="hype", show_default=True)
@@ -101,6 +113,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
           patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, no_pyfunc, quiet,
           epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
+    from hype import distributed
     from hype.data import DataError, load_edge_csv
     from tracker.run import TrackerConfig
     from tracker.session import run_training
@@ -108,6 +121,15 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
     from tracker.stores import StoreError
     from tracker.tracking import TrackingError, redact, resolve_tracking_uri
 
+    if distributed.launched_by_torchrun():
+        world = int(os.environ["WORLD_SIZE"])
+        if hp["workers"] not in (1, world):
+            raise click.BadParameter(f"{hp['workers']} differs from torchrun's world size {world}",
+                                     param_hint="--workers")
+        hp["workers"] = world
+        if os.environ["RANK"] != "0":  # rank 0 tracks; this rank gets everything else from it
+            _train_as_worker()
+            return
     try:
         uri = resolve_tracking_uri(tracking_uri)
         if redact(uri) != uri:  # user:password@ in the URI: MLflow prints it in its "View run" links

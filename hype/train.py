@@ -1,14 +1,15 @@
 """The epoch loop. It knows nothing of MLflow: tracking attaches through callbacks.
 
 Epochs are numbered from 1; epoch e is a burn-in epoch when e <= config.burnin. Everything
-random in epoch e derives from (seed, e, worker), so a run resumed from the checkpoint of
-epoch e continues exactly as the uninterrupted run would have (for one worker).
+random in epoch e derives from (seed, e, rank), so a run resumed from the checkpoint of
+epoch e continues exactly as the uninterrupted run would have. With several workers
+(hype.distributed), rank 0 runs train() and the other ranks run train_worker(): the same
+epochs and collectives, without evaluation or callbacks.
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hype import kernels, manifolds
+from hype import distributed, kernels, manifolds
 from hype.config import TrainConfig
 from hype.data import Graph
+from hype.distributed import Group
 from hype.evaluate import reconstruction, sample_nodes
 from hype.model import edge_loss, init_embedding, sample_negatives_batch
 from hype.optim import RiemannianSGD
@@ -28,7 +30,7 @@ CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict changes incompatibly
 
 @dataclass
 class TrainState:
-    emb: torch.Tensor  # (N, D) float64, the live embedding (shared by worker threads)
+    emb: torch.Tensor  # (N, D) float64, the live embedding (rank 0's copy with several workers)
     epoch: int  # epochs completed
     config: TrainConfig
     names: list[str]
@@ -124,11 +126,19 @@ def evaluate(state: TrainState, graph: Graph, sample: np.ndarray | None) -> dict
 
 
 def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
-          callbacks: Callbacks | None = None, progress: bool = True) -> TrainResult:
-    """Train from `state` (a fresh one when None) up to config.epochs."""
+          callbacks: Callbacks | None = None, progress: bool = True,
+          group: Group | None = None) -> TrainResult:
+    """Train from `state` (a fresh one when None) up to config.epochs. With config.workers > 1
+    (or under torchrun) this process is rank 0 of `group`, opened here when not given."""
+    if group is None and (config.workers > 1 or distributed.launched_by_torchrun()):
+        with distributed.open_group(config.workers) as group:
+            return train(graph, config, state=state, callbacks=callbacks, progress=progress,
+                         group=group)
     callbacks = callbacks or NoCallbacks()
     state = state or new_state(graph, config)
     state.config = config
+    if group is not None:
+        group.send_start((graph, config.to_dict(), state.emb.numpy(), state.epoch))
     sample = (sample_nodes(graph, config.eval_sample, seed=config.seed)
               if config.eval_sample else None)
     cdf = burnin_cdf(graph, config.dampening)
@@ -141,7 +151,7 @@ def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
         burnin = epoch <= config.burnin
         lr = config.lr_at(epoch - 1)
         t0 = time.perf_counter()
-        loss = run_epoch(state, graph, epoch, lr, cdf if burnin else np.empty(0))
+        loss = run_epoch(state, graph, epoch, lr, cdf if burnin else np.empty(0), group)
         seconds = time.perf_counter() - t0
         metrics = {}
         if epoch % config.eval_every == 0 or epoch == config.epochs:
@@ -152,38 +162,53 @@ def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
         bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
         stop_reason = callbacks.on_epoch_end(result, state)
         callbacks.on_checkpoint(state)
+        if group is not None:
+            group.agree_stop(bool(stop_reason))  # the other ranks leave at this epoch too
         if stop_reason:
             break
     bar.close()
     return TrainResult(state, history, stop_reason)
 
 
+def train_worker(group: Group) -> None:
+    """A rank other than 0: rank 0's epochs, on this rank's share of the edges, until told to stop."""
+    graph, config, emb, done = group.receive_start()
+    config = TrainConfig.from_dict(config)
+    state = TrainState(torch.from_numpy(emb), done, config, [])
+    cdf = burnin_cdf(graph, config.dampening)
+    for epoch in range(done + 1, config.epochs + 1):
+        burnin = epoch <= config.burnin
+        _numba_epoch(state, graph, epoch, config.lr_at(epoch - 1), cdf if burnin else np.empty(0), group)
+        if group.agree_stop(False):
+            return
+
+
 def _epoch_seed(config: TrainConfig, epoch: int, worker: int = 0) -> int:
     return (config.seed * 1_000_003 + epoch * 7_919 + worker) % (2**32)
 
 
-def _numba_epoch(state, graph, epoch, lr, cdf) -> float:
+def _numba_epoch(state, graph, epoch, lr, cdf, group=None) -> float:
     config = state.config
     order = np.random.default_rng([config.seed, epoch]).permutation(graph.num_edges)
     emb = state.emb.numpy()  # shares memory with the tensor: updated in place
     mid = manifolds.KERNEL_ID[config.manifold]
     step = lr / config.batch_size  # the original averages the loss over a batch: see README
+    rank = 0 if group is None else group.rank
+    seed = _epoch_seed(config, epoch, rank)
+    if group is None:
+        total = kernels.train_edges(emb, mid, graph.edges, order, graph.indptr, graph.indices,
+                                    cdf, config.negs, step, seed)
+        return total / graph.num_edges
+    total = 0.0
+    for i, part in enumerate(np.array_split(group.shard(order), config.syncs)):
+        start = emb.copy()
+        total += kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
+                                     cdf, config.negs, step, seed + 7 * i)
+        group.sync(emb, start, config.manifold)
+    return group.total(total) / graph.num_edges
 
-    def work(worker: int, part: np.ndarray) -> float:
-        return kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
-                                   cdf, config.negs, step, _epoch_seed(config, epoch, worker))
 
-    if config.workers == 1:
-        total = work(0, order)
-    else:
-        # Hogwild: threads share emb without locks (the kernel releases the GIL)
-        parts = np.array_split(order, config.workers)
-        with ThreadPoolExecutor(config.workers) as pool:
-            total = sum(pool.map(work, range(config.workers), parts))
-    return total / graph.num_edges
-
-
-def _torch_epoch(state, graph, epoch, lr, cdf) -> float:
+def _torch_epoch(state, graph, epoch, lr, cdf, group=None) -> float:
     """Batched autograd reference: the loss is averaged over each batch, as in the original."""
     config = state.config
     rng = np.random.default_rng([config.seed, epoch])

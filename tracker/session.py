@@ -289,6 +289,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     interrupted = False
     with interrupts.deferred():
         try:
+            # With several workers, this process is rank 0: it alone tracks (hype.distributed)
             result = train(tracked.graph, tracked.config, state=state, callbacks=tracked, progress=progress)
             train_seconds = time.perf_counter() - t0
             # The run's last writes: Ctrl+C now waits for them, as there is nothing left to resume.

@@ -1,0 +1,186 @@
+"""Multi-process training: --workers K spawns K-1 gloo ranks, torchrun starts them itself.
+
+Real processes throughout: only rank 0 talks to MLflow and writes checkpoints, the stop is
+decided once and broadcast, and no rank outlives the run however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from hype import distributed
+from tracker import layout
+
+ROOT = Path(__file__).resolve().parent.parent
+MAMMALS = ROOT / "data" / "mammal_closure.csv"
+FAST = ["--burnin", "10", "--lr", "0.6", "--burnin-multiplier", "0.1", "--eval-every", "10",
+        "--quiet", "--no-pyfunc"]
+
+
+def _train(tmp: Path, *args: str, launcher: list | None = None, **kw) -> subprocess.Popen:
+    cmd = [*(launcher or [sys.executable]), str(ROOT / "cli.py"), "train", "--tracking-uri",
+           f"sqlite:///{tmp}/mlflow.db", "--checkpoint-dir", str(tmp / "ckpt"), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, cwd=tmp, **kw)
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Live processes of session `sid` (the test starts each CLI in a session of its own)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: session id
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _wait_gone(sid: int, timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _only_run(tmp: Path):
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, "only rank 0 may create a run"
+    return client, runs[0]
+
+
+def _final_map(client, run) -> float:
+    return client.get_run(run.info.run_id).data.metrics["final_map"]
+
+
+def test_two_workers_train_as_well_as_one_and_only_rank_0_tracks(tmp_path):
+    maps = {}
+    for workers in (1, 2):
+        tmp = tmp_path / f"w{workers}"
+        tmp.mkdir()
+        proc = _train(tmp, "--epochs", "60", "--workers", str(workers), *FAST)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        client, run = _only_run(tmp)
+        assert run.data.params["workers"] == str(workers)
+        assert client.get_run(run.info.run_id).info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 61))
+        maps[workers] = _final_map(client, run)
+        # one checkpoint per epoch, written by rank 0 alone, retained to the newest 20
+        run_dir = tmp / "ckpt" / run.info.run_id
+        assert len(list(run_dir.glob("mammal_epoch*.pth"))) == 20
+    # the ranks add their updates 4 times per epoch: as good as one process (0.84 at 60 epochs)
+    assert maps[2] >= maps[1] - 0.03, maps
+
+
+def test_the_stop_is_decided_once_and_every_rank_leaves_at_that_epoch(tmp_path):
+    proc = _train(tmp_path, "--epochs", "400", "--workers", "2", "--patience", "1", "--min-delta", "0.05",
+                  *FAST)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert not _wait_gone(proc.pid, 10), "a rank outlived the run"
+    client, run = _only_run(tmp_path)
+    stopped = max(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert stopped < 400
+    assert "no improvement" in run.data.tags[layout.TAG_STOP_REASON]
+
+
+def test_ctrl_c_stops_every_rank_and_the_run_resumes_with_two_workers(tmp_path):
+    proc = _train(tmp_path, "--epochs", "400", "--workers", "2", "--patience", "100", *FAST)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/mammal_epoch0005.pth")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl+C reaches every process of the group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "marked KILLED" in out, out
+    assert not _wait_gone(proc.pid), "a rank outlived Ctrl+C"
+    client, run = _only_run(tmp_path)
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    resumed = _train(tmp_path, "--resume", run.info.run_id, "--epochs", "30", "--quiet")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "Resuming run" in out
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert not _wait_gone(resumed.pid, 10)
+
+
+def test_kill_9_of_rank_0_takes_the_other_ranks_down(tmp_path):
+    proc = _train(tmp_path, "--epochs", "400", "--workers", "2", "--patience", "100", *FAST)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/mammal_epoch0003.pth")):
+        time.sleep(0.01)
+    ranks = [p for p in _session_pids(proc.pid) if p != proc.pid]
+    assert ranks, "no worker rank was running"
+    proc.kill()  # rank 0 only: the other rank notices its peer is gone and exits
+    proc.communicate(timeout=60)
+    assert not _wait_gone(proc.pid), "a rank outlived rank 0's kill -9"
+
+
+def test_torchrun_starts_the_ranks_and_only_rank_0_tracks(tmp_path):
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2"]
+    maps = []
+    for tmp, launch in ((tmp_path / "torchrun", {"launcher": torchrun}), (tmp_path / "local", {})):
+        tmp.mkdir()
+        workers = [] if launch else ["--workers", "2"]
+        proc = _train(tmp, "--epochs", "30", "--dataset", str(MAMMALS), *workers, *FAST, **launch)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        client, run = _only_run(tmp)
+        assert run.data.params["workers"] == "2"  # torchrun's world size
+        assert client.get_run(run.info.run_id).info.status == "FINISHED"
+        assert len(list((tmp / "ckpt").glob("*/mammal_epoch*.pth"))) == 20  # rank 0's, retained
+        maps.append(_final_map(client, run))
+    # the same ranks, seeds and collectives: torchrun trains exactly what --workers 2 trains
+    assert maps[0] == pytest.approx(maps[1], abs=1e-12)
+
+
+def test_torchrun_world_size_and_workers_must_agree(tmp_path):
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2"]
+    proc = _train(tmp_path, "--epochs", "3", "--workers", "3", *FAST, launcher=torchrun)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "differs from torchrun's world size 2" in out
+
+
+def test_sync_adds_the_ranks_updates_and_projects(tmp_path):
+    # one rank in this process: the merge is start + its own delta, projected into the ball
+    init = (tmp_path / "rendezvous").as_uri()
+    torch.distributed.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+    try:
+        group = distributed.Group(0, 1)
+        start = torch.zeros(3, 2, dtype=torch.float64).numpy()
+        emb = start.copy()
+        emb[0] = [0.3, 0.4]
+        emb[1] = [2.0, 0.0]  # outside the ball: projected back inside
+        group.sync(emb, start, "poincare")
+        assert emb[0].tolist() == pytest.approx([0.3, 0.4])
+        assert 0.99 < float((emb[1] ** 2).sum() ** 0.5) < 1.0
+        assert emb[2].tolist() == [0.0, 0.0]
+        assert group.total(2.5) == 2.5 and group.agree_stop(True) is True
+        assert group.shard(torch.arange(10).numpy()).tolist() == list(range(10))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_shards_cover_the_epoch_exactly_once():
+    order = torch.randperm(1001).numpy()
+    parts = [distributed.Group(r, 3).shard(order) for r in range(3)]
+    assert sorted(x for p in parts for x in p.tolist()) == list(range(1001))
+
+
+def test_workers_need_the_numba_backend():
+    from hype.config import TrainConfig
+
+    with pytest.raises(ValueError, match="several workers need the numba backend"):
+        TrainConfig(workers=2, backend="torch")
