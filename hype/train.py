@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hype import distributed, kernels, manifolds
+from hype import distributed, kernels, manifolds, node_names
 from hype.config import TrainConfig
 from hype.data import Graph
 from hype.distributed import Group
@@ -25,7 +25,7 @@ from hype.evaluate import reconstruction, sample_nodes
 from hype.model import edge_loss, init_embedding, sample_negatives_batch
 from hype.optim import RiemannianSGD
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict changes incompatibly
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict changes (2: names as one byte tensor)
 
 
 @dataclass
@@ -34,6 +34,7 @@ class TrainState:
     epoch: int  # epochs completed
     config: TrainConfig
     names: list[str]
+    _names_blob: object = field(default=None, repr=False)  # node_names.encode(names), made once
 
     def checkpoint(self) -> dict:
         """Everything needed to resume, as tensors and plain types (loads with weights_only)."""
@@ -42,7 +43,7 @@ class TrainState:
             "embeddings": self.emb.detach().clone(),
             "epoch": self.epoch,
             "config": self.config.to_dict(),
-            "names": list(self.names),
+            "names": self._encoded_names(),
             # The optimiser (plain RSGD) has no moments; its state is the schedule position.
             "optimizer": {"lr": self.config.lr_at(self.epoch), "step": self.epoch},
             # All randomness of epoch e is derived from (seed, e): these are the RNG states.
@@ -54,7 +55,13 @@ class TrainState:
     def from_checkpoint(cls, ckpt: dict) -> TrainState:
         torch.set_rng_state(ckpt["rng"]["torch"])
         return cls(ckpt["embeddings"].to(torch.float64).contiguous(), int(ckpt["epoch"]),
-                   TrainConfig.from_dict(ckpt["config"]), list(ckpt["names"]))
+                   TrainConfig.from_dict(ckpt["config"]), node_names.decode(ckpt["names"]))
+
+    def _encoded_names(self):
+        # names never change during a run: encode them once, not at every epoch's checkpoint
+        if self._names_blob is None:
+            self._names_blob = node_names.encode(self.names)
+        return self._names_blob
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from hype import node_names
 from tracker import faults
 
 TMP_SUFFIX = ".tmp"  # a save in progress: <name>.<random>.tmp, removed on start or resume
@@ -80,6 +81,10 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {msg})") from None
     if not isinstance(obj, dict) or "embeddings" not in obj or "names" not in obj:
         raise CheckpointError(f"{path}: not a hype checkpoint (no embeddings/names)")
+    try:
+        obj["names"] = node_names.decode(obj["names"])
+    except (UnicodeDecodeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a hype checkpoint (unreadable node names: {e})") from None
     return obj
 
 

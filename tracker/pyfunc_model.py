@@ -14,14 +14,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from hype import manifolds  # shipped with the model through code_paths
+from hype import manifolds, node_names  # shipped with the model through code_paths
 
 
 class HypeEmbedding(PythonModel):
     def load_context(self, context):
         ckpt = torch.load(context.artifacts["embedding"], map_location="cpu", weights_only=True)
         self.emb = ckpt["embeddings"].to(torch.float64)  # (N, D)
-        self.names = list(ckpt["names"])
+        self.names = node_names.decode(ckpt["names"])
         self.index = {n: i for i, n in enumerate(self.names)}
         self.geometry = manifolds.get(ckpt["config"]["manifold"])
 
