@@ -16,7 +16,8 @@ epochs of several passes each; in an hour of this machine that reaches MAP 0.80,
 lr 3.0 for 150 epochs, then 10.0: a large step from the start throws nodes to the rim of the
 ball, where the Riemannian gradient vanishes and they stay (mean rank stuck near 19), while
 after 150 epochs at 3.0 the hierarchy is in place and the larger step only refines it.
---workers 2 runs two Hogwild threads; one of hype's epochs is one pass over the edges.
+--workers 2 trains with two processes (hype.distributed); one of hype's epochs is one pass over
+the edges.
 
 During training it logs map_sampled / mean_rank_sampled on a fixed seeded subset of nodes every
 --eval-every epochs, `wall_seconds` at every epoch, and (every --exact-every minutes) the exact

@@ -7,7 +7,7 @@ A tracked epoch logs its metrics, reads the monitored value back for early stopp
 (temporary file, fsync, rename), uploads it as an artifact, confirms it and deletes the one that
 fell out of the newest --keep, in the store and locally. An untracked epoch is hype.train.train
 with no callbacks. Both train Poincaré dim 10 with the noun settings (lr 1.0, batch 50,
-50 negatives, --workers threads), after burn-in (burn-in epochs are slower and not the point).
+50 negatives, --workers processes), after burn-in (burn-in epochs are slower and not the point).
 
 Two figures per store, because this machine is shared and its load drifts:
 - ratio: median tracked epoch wall time / median untracked epoch wall time, the untracked and

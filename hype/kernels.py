@@ -318,9 +318,9 @@ def sample_negatives(u, v, n, negs, indptr, indices, cdf, out):
 def train_edges(emb, mid, edges, order, indptr, indices, cdf, negs, step, seed):
     """One pass over edges[order] (a shuffled slice of an epoch). Returns the summed loss.
 
-    emb: (N, D) float64, updated in place (Hogwild when several threads share it);
+    emb: (N, D) float64, updated in place (one rank's copy with several workers);
     edges: (E, 2) int64; order: (M,) int64; cdf: (N,) or (0,) float64.
-    seed: this call's own random stream, so each worker thread has an independent one.
+    seed: this call's own random stream, so each rank has an independent one.
     """
     if order.shape[0] >= 2**31 - 1:
         raise ValueError("train_edges: at most 2**31 - 2 edges per call (int32 stamps)")
