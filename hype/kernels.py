@@ -207,18 +207,17 @@ def _edge_step(emb, mid, u, targets, step, rows, scal, uu, gu, grad):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def edge_step(emb, mid, u, targets, step, gx, gy, gu, coef):
+def edge_step(emb, mid, u, targets, step):
     """One SGD step on the edge (u, targets[0]) with negatives targets[1:], in place.
 
-    emb: (N, D) float64; targets: (1 + K,) int64; scratch: gx (1 + K, D) takes the targets'
-    coordinates, gu (D,); gy (1 + K, D) and coef (1 + K,) are no longer used and kept for
-    callers of the first version (train_edges allocates its own scratch once per call).
-    All gradients are taken at the current points, then applied. Returns the edge's loss.
+    emb: (N, D) float64; targets: (1 + K,) int64. All gradients are taken at the current
+    points, then applied. Returns the edge's loss. For tests and one-off steps: it allocates
+    its scratch per call, where train_edges allocates it once per pass.
     """
     n = targets.shape[0]
     dim = emb.shape[1]
-    return _edge_step(emb, mid, u, targets, step, gx, np.empty((5, n)), np.empty(dim), gu,
-                      np.empty(dim))
+    return _edge_step(emb, mid, u, targets, step, np.empty((n, dim)), np.empty((5, n)),
+                      np.empty(dim), np.empty(dim), np.empty(dim))
 
 
 @njit(cache=True, nogil=True)
