@@ -52,7 +52,7 @@ def _train_as_worker() -> None:
     try:
         train_worker(group)
     finally:
-        distributed.destroy()
+        distributed.close(group)
 
 
 def _model_name(dataset: Path) -> str:

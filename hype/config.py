@@ -25,8 +25,8 @@ class TrainConfig:
     eval_sample: int = 0  # if > 0, evaluate during training on this many seeded nodes (map_sampled)
     backend: str = "numba"  # numba: compiled per-edge CPU kernel; torch: batched autograd reference
     workers: int = 1  # training processes (torch.distributed, gloo); an epoch is still one pass
-    # With several workers, the ranks add up their updates this often per epoch. Once is too
-    # stale (mammals, 60 epochs: MAP 0.74 against 0.84 with one worker); 4 matches one worker.
+    # Ranks on one host share the embedding (Hogwild). Ranks on different torchrun nodes each
+    # have a copy, and the nodes add up their updates this often per epoch.
     syncs: int = 4
 
     def __post_init__(self) -> None:

@@ -1,12 +1,16 @@
-"""Multi-process training with torch.distributed (gloo): the process group and its collectives.
+"""Multi-process training with torch.distributed (gloo): the process group, the shared
+embedding and the collectives.
 
-Every rank trains on its share of each epoch's shuffled edges, from a copy of the embedding,
-and at the end of the epoch the ranks add up their updates (all_reduce of the deltas, then a
-projection back onto the manifold). Only rank 0 evaluates, logs, checkpoints and decides to
-stop; the decision is broadcast, so every rank leaves the epoch loop at the same epoch.
+Ranks on one host are Hogwild workers, as in the original: they update one embedding in shared
+memory (/dev/shm) without locks, each on its own share of every epoch's shuffled edges. Ranks on
+different hosts (torchrun nodes) cannot share memory: each host keeps its own copy, and a few
+times per epoch (TrainConfig.syncs) the hosts add up their updates (all_reduce of the deltas,
+then a projection back onto the manifold). Only rank 0 evaluates, logs, checkpoints and decides
+to stop. The decision is broadcast, so every rank leaves the epoch loop at the same epoch.
 
 Two ways in, one code path:
-- `--workers K` on one machine: this process is rank 0 and spawns ranks 1..K-1 (local_group).
+- `--workers K` on one machine: this process is rank 0 and starts ranks 1..K-1 as
+  `python -m hype.rank` processes (local_group).
 - `torchrun` on one or many machines: torchrun starts every rank with RANK / WORLD_SIZE /
   MASTER_ADDR / MASTER_PORT set (from_env). Ranks other than 0 only need the process group:
   rank 0 sends them the graph, config and starting embedding.
@@ -14,13 +18,16 @@ Two ways in, one code path:
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import signal
+import secrets
+import socket
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -33,27 +40,65 @@ BACKEND = "gloo"  # CPU collectives; the embedding lives in host memory
 # A rank waits this long in a collective, e.g. while rank 0 evaluates all nouns or retries an
 # unreachable tracking store (its retry policy gives up after 60 s), before giving up.
 TIMEOUT = timedelta(minutes=30)
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # makes `python -m hype.rank` importable
 
 
-@dataclass(frozen=True)
+@dataclass
 class Group:
     rank: int  # 0 logs, checkpoints and decides; the others only train
     world: int  # number of ranks (--workers)
+    hosts: int = 1  # hosts with their own copy of the embedding; 1: nothing to merge
+    leader: bool = True  # lowest rank on its host: creates the host's copy, merges for it
+    _shm: shared_memory.SharedMemory | None = field(default=None, repr=False)
 
     def shard(self, order: np.ndarray) -> np.ndarray:
         """This rank's contiguous share of the epoch's edge order (the same on every rank)."""
         return np.array_split(order, self.world)[self.rank]
 
-    def sync(self, emb: np.ndarray, start: np.ndarray, manifold: str) -> None:
-        """emb <- start + sum over ranks of (emb_r - start), projected; emb (N, D) in place.
-        Adding the updates (not averaging them) keeps each edge's step the size it has with
-        one process, as with Hogwild on shared memory."""
-        delta = torch.from_numpy(emb - start)  # (N, D)
-        dist.all_reduce(delta, op=dist.ReduceOp.SUM)
-        merged = manifolds.get(manifold).project(torch.from_numpy(start) + delta)
-        emb[:] = merged.numpy()
+    def share(self, emb: np.ndarray, token: str) -> np.ndarray:
+        """Collective: the (N, D) array this rank trains, in its host's shared memory, holding
+        `emb` (the starting values, the same on every rank); `token` names this run's segments."""
+        hosts = [None] * self.world
+        dist.all_gather_object(hosts, host_id())
+        self.hosts = len(set(hosts))
+        leader = min(r for r, h in enumerate(hosts) if h == hosts[self.rank])
+        self.leader = leader == self.rank
+        name = f"hype-{token}-{leader}"
+        if self.leader:
+            self._shm = shared_memory.SharedMemory(name=name, create=True, size=max(emb.nbytes, 1))
+        dist.barrier()  # every host's segment exists
+        if not self.leader:
+            self._shm = shared_memory.SharedMemory(name=name)
+            # Python registers an attached segment with this process's resource tracker too,
+            # which would remove it when this rank exits; the leader owns it.
+            resource_tracker.unregister(self._shm._name, "shared_memory")
+        view = np.ndarray(emb.shape, dtype=np.float64, buffer=self._shm.buf)
+        if self.leader:
+            view[:] = emb
+        dist.barrier()  # every copy holds the starting values
+        return view
+
+    def snapshot(self, emb: np.ndarray) -> np.ndarray | None:
+        """Collective, across hosts: the leader's copy of its host's (N, D) embedding, taken
+        while no rank of the host writes it (None on other ranks)."""
+        dist.barrier()
+        start = emb.copy() if self.leader else None
+        dist.barrier()
+        return start
+
+    def merge(self, emb: np.ndarray, start: np.ndarray | None, manifold: str) -> None:
+        """Collective, across hosts: every host's copy <- start + the sum of the hosts' updates
+        since `start`, projected. Ranks other than the leaders add zeros and wait."""
+        dist.barrier()  # this host's ranks are done writing
+        delta = emb - start if self.leader else np.zeros(emb.shape)  # (N, D)
+        total = torch.from_numpy(delta)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        if self.leader:
+            emb[:] = manifolds.get(manifold).project(torch.from_numpy(start) + total).numpy()
+        dist.barrier()  # nobody trains on the copy while its leader rewrites it
 
     def total(self, value: float) -> float:
+        """Sum over ranks; also the end-of-epoch barrier (every rank has finished its share)."""
         t = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return float(t.item())
@@ -73,6 +118,28 @@ class Group:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def release(self) -> None:
+        """Unmap this rank's shared embedding; the leader also removes it."""
+        if self._shm is None:
+            return
+        if self.leader:
+            self._shm.unlink()
+        try:
+            self._shm.close()
+        except BufferError:  # an array still views it: it is unmapped when that one goes
+            pass
+        self._shm = None
+
+
+def host_id() -> str:
+    """Ranks with the same id share memory. torchrun's node rank is part of it, so that the
+    nodes of a multi-node job stay separate even when two of them run on one machine."""
+    return f"{socket.gethostname()}/{os.environ.get('GROUP_RANK', '0')}"
+
+
+def new_token() -> str:
+    return secrets.token_hex(6)
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
@@ -84,8 +151,10 @@ def from_env() -> Group:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
-def destroy() -> None:
-    dist.destroy_process_group()
+def close(group: Group) -> None:
+    group.release()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextmanager
@@ -96,7 +165,7 @@ def open_group(workers: int):
         try:
             yield group
         finally:
-            destroy()
+            close(group)
     elif workers > 1:
         with local_group(workers) as group:
             yield group
@@ -106,38 +175,28 @@ def open_group(workers: int):
 
 @contextmanager
 def local_group(workers: int):
-    """This process is rank 0; ranks 1..workers-1 are spawned (fresh interpreters: no fork of
-    torch's or numba's threads) and killed when the block exits, however it exits."""
-    from hype.train import train_worker  # the worker's epoch loop lives with rank 0's
-
+    """This process is rank 0; ranks 1..workers-1 run `python -m hype.rank` (fresh
+    interpreters: nothing of the caller's main module is re-imported, no fork of torch's or
+    numba's threads) and are killed when the block exits, however it exits."""
     with tempfile.TemporaryDirectory(prefix="hype-gloo-") as tmp:
         init = (Path(tmp) / "rendezvous").as_uri()  # file rendezvous: no port to choose
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_spawned, args=(train_worker, rank, workers, init), daemon=True,
-                             name=f"hype-rank{rank}") for rank in range(1, workers)]
-        for p in procs:
-            p.start()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
+        procs = [subprocess.Popen([sys.executable, "-m", "hype.rank", init, str(rank), str(workers)],
+                                  env=env) for rank in range(1, workers)]
+        group = None
         try:
             dist.init_process_group(BACKEND, init_method=init, rank=0, world_size=workers,
                                     timeout=TIMEOUT)
+            group = Group(0, workers)
             try:
-                yield Group(0, workers)
+                yield group
             finally:
-                dist.destroy_process_group()
+                close(group)
             for p in procs:
-                p.join(timeout=30)
+                p.wait(timeout=30)
         finally:
-            for p in procs:  # still alive: rank 0 failed or was interrupted mid-epoch
-                if p.is_alive():
+            for p in procs:  # still running: rank 0 failed or was interrupted mid-epoch
+                if p.poll() is None:
                     p.kill()
-                    p.join()
-
-
-def _spawned(worker_loop, rank: int, world: int, init: str) -> None:
-    # Ctrl+C reaches the whole terminal's process group: rank 0 handles it and stops the ranks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    dist.init_process_group(BACKEND, init_method=init, rank=rank, world_size=world, timeout=TIMEOUT)
-    try:
-        worker_loop(Group(rank, world))
-    finally:
-        dist.destroy_process_group()
+                    p.wait()

@@ -145,7 +145,17 @@ def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
     state = state or new_state(graph, config)
     state.config = config
     if group is not None:
-        group.send_start((graph, config.to_dict(), state.emb.numpy(), state.epoch))
+        token = distributed.new_token()
+        group.send_start((graph, config.to_dict(), state.emb.numpy(), state.epoch, token))
+        state.emb = torch.from_numpy(group.share(state.emb.numpy(), token))  # Hogwild from here
+        try:
+            return _train_loop(graph, config, state, callbacks, progress, group)
+        finally:
+            state.emb = state.emb.clone()  # the shared copy goes away with the group
+    return _train_loop(graph, config, state, callbacks, progress, None)
+
+
+def _train_loop(graph, config, state, callbacks, progress, group) -> TrainResult:
     sample = (sample_nodes(graph, config.eval_sample, seed=config.seed)
               if config.eval_sample else None)
     cdf = burnin_cdf(graph, config.dampening)
@@ -179,9 +189,9 @@ def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
 
 def train_worker(group: Group) -> None:
     """A rank other than 0: rank 0's epochs, on this rank's share of the edges, until told to stop."""
-    graph, config, emb, done = group.receive_start()
+    graph, config, emb, done, token = group.receive_start()
     config = TrainConfig.from_dict(config)
-    state = TrainState(torch.from_numpy(emb), done, config, [])
+    state = TrainState(torch.from_numpy(group.share(emb, token)), done, config, [])
     cdf = burnin_cdf(graph, config.dampening)
     for epoch in range(done + 1, config.epochs + 1):
         burnin = epoch <= config.burnin
@@ -206,12 +216,17 @@ def _numba_epoch(state, graph, epoch, lr, cdf, group=None) -> float:
         total = kernels.train_edges(emb, mid, graph.edges, order, graph.indptr, graph.indices,
                                     cdf, config.negs, step, seed)
         return total / graph.num_edges
+    part = group.shard(order)
+    if group.hosts == 1:  # Hogwild: every rank writes the one shared copy
+        total = kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
+                                    cdf, config.negs, step, seed)
+        return group.total(total) / graph.num_edges  # also the barrier before rank 0 evaluates
     total = 0.0
-    for i, part in enumerate(np.array_split(group.shard(order), config.syncs)):
-        start = emb.copy()
-        total += kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
+    for i, chunk in enumerate(np.array_split(part, config.syncs)):  # hosts merge between chunks
+        start = group.snapshot(emb)
+        total += kernels.train_edges(emb, mid, graph.edges, chunk, graph.indptr, graph.indices,
                                      cdf, config.negs, step, seed + 7 * i)
-        group.sync(emb, start, config.manifold)
+        group.merge(emb, start, config.manifold)
     return group.total(total) / graph.num_edges
 
 
