@@ -19,7 +19,6 @@ nodes as the noun closure (hype.closure.random_taxonomy; about 900k edges agains
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import resource
 import statistics
@@ -92,23 +91,41 @@ def measure(graph: Graph, *, dim: int, negs: int, workers: int, epochs: int, see
     timer = _Timer(epochs + 1)
     with distributed.open_group(workers) as group:  # ranks 1.. are spawned here, as by the CLI
         train(graph, config, callbacks=timer, progress=False, group=group)
-        ranks_rss = [_proc_mib(p.pid, "VmHWM") for p in multiprocessing.active_children()]
+        ranks_rss = [_proc_mib(pid, "VmHWM") for pid in _child_pids()]
     e = graph.num_edges
     return Measurement(workers, [e / s for s in timer.wall[1:]], e * epochs / sum(timer.cpu[1:]),
                        ranks_rss)
 
 
+def _child_stats() -> dict[int, list[str]]:
+    """/proc/<pid>/stat fields (after the command name) of this process's live children: the
+    other ranks (`python -m hype.rank`, started by hype.distributed)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # ppid
+            out[int(stat.parent.name)] = fields
+    return out
+
+
+def _child_pids() -> list[int]:
+    """The other ranks only (not, e.g., multiprocessing's resource tracker)."""
+    def is_rank(pid: int) -> bool:
+        try:
+            return b"hype.rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+    return sorted(pid for pid in _child_stats() if is_rank(pid))
+
+
 def _cpu_seconds() -> float:
     """CPU seconds of this process and its live children (the other ranks), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = time.process_time()
-    for child in multiprocessing.active_children():
-        try:
-            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+    children = sum(int(f[11]) + int(f[12]) for f in _child_stats().values())  # utime, stime
+    return time.process_time() + children / ticks
 
 
 def _proc_mib(pid: int, key: str) -> float:
