@@ -183,7 +183,8 @@ def local_group(workers: int):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
         procs = [subprocess.Popen([sys.executable, "-m", "hype.rank", init, str(rank), str(workers)],
-                                  env=env) for rank in range(1, workers)]
+                                  env=env, start_new_session=True)  # Ctrl+C is rank 0's to handle
+                 for rank in range(1, workers)]
         group = None
         try:
             dist.init_process_group(BACKEND, init_method=init, rank=0, world_size=workers,
@@ -193,8 +194,11 @@ def local_group(workers: int):
                 yield group
             finally:
                 close(group)
-            for p in procs:
-                p.wait(timeout=30)
+            for p in procs:  # they leave the epoch loop with rank 0; give them time to exit
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass  # killed below: training is over either way
         finally:
             for p in procs:  # still running: rank 0 failed or was interrupted mid-epoch
                 if p.poll() is None:

@@ -1,13 +1,17 @@
 """`python -m hype.rank INIT RANK WORLD`: one training rank that --workers started (not rank 0).
 
-Ctrl+C reaches the terminal's whole process group: rank 0 handles it and stops this rank, so
-SIGINT is ignored here. When rank 0 dies, the next collective fails and this rank exits.
+It runs in a session of its own, so a terminal's Ctrl+C reaches rank 0 only, which stops this
+rank. When rank 0 dies, even by kill -9 and even before the group is up, this rank notices
+that its parent is gone within a second and exits.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
+import time
 
 import torch.distributed as dist
 
@@ -15,8 +19,15 @@ from hype import distributed
 from hype.train import train_worker
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # rank 0 is gone: nothing to train for, and a collective could wait 30 min
+
+
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     init, rank, world = argv[0], int(argv[1]), int(argv[2])
     dist.init_process_group(distributed.BACKEND, init_method=init, rank=rank, world_size=world,
                             timeout=distributed.TIMEOUT)

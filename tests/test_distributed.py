@@ -27,29 +27,46 @@ FAST = ["--burnin", "10", "--lr", "0.6", "--burnin-multiplier", "0.1", "--eval-e
         "--quiet", "--no-pyfunc"]
 
 
-def _train(tmp: Path, *args: str, launcher: list | None = None, **kw) -> subprocess.Popen:
+def _train(tmp: Path, *args: str, launcher: list | None = None) -> subprocess.Popen:
+    """The CLI in a session of its own, its environment tagged with the tmp dir, so that every
+    process it starts (ranks run in sessions of their own) can be found: see _tagged."""
     cmd = [*(launcher or [sys.executable]), str(ROOT / "cli.py"), "train", "--tracking-uri",
            f"sqlite:///{tmp}/mlflow.db", "--checkpoint-dir", str(tmp / "ckpt"), *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, cwd=tmp, **kw)
+                            start_new_session=True, cwd=tmp, env={**os.environ, TAG: str(tmp)})
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Live processes of session `sid` (the test starts each CLI in a session of its own)."""
+TAG = "HYPE_TEST_TAG"
+
+
+def _tagged(tmp: Path) -> list[int]:
+    """Live processes whose environment carries this test's tag (inherited by every child)."""
+    needle = f"{TAG}={tmp}\0".encode()
     pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            if not zombie and needle in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
         except OSError:
             continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: session id
-            pids.append(int(stat.parent.name))
     return pids
 
 
-def _wait_gone(sid: int, timeout: float = 60) -> list[int]:
+def _ranks(tmp: Path) -> list[int]:
+    out = []
+    for pid in _tagged(tmp):
+        try:
+            if b"hype.rank" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def _wait_gone(tmp: Path, timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+    while (left := _tagged(tmp)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
@@ -96,7 +113,7 @@ def test_the_stop_is_decided_once_and_every_rank_leaves_at_that_epoch(tmp_path):
                   *FAST)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
-    assert not _wait_gone(proc.pid, 10), "a rank outlived the run"
+    assert not _wait_gone(tmp_path, 10), "a rank outlived the run"
     client, run = _only_run(tmp_path)
     stopped = max(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
     assert stopped < 400
@@ -108,10 +125,11 @@ def test_ctrl_c_stops_every_rank_and_the_run_resumes_with_two_workers(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/mammal_epoch0005.pth")):
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl+C reaches every process of the group
+    assert _ranks(tmp_path), "no worker rank was running"
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl+C (the ranks run in sessions of their own)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "marked KILLED" in out, out
-    assert not _wait_gone(proc.pid), "a rank outlived Ctrl+C"
+    assert not _wait_gone(tmp_path), "a rank outlived Ctrl+C"
     client, run = _only_run(tmp_path)
     assert client.get_run(run.info.run_id).info.status == "KILLED"
     resumed = _train(tmp_path, "--resume", run.info.run_id, "--epochs", "30", "--quiet")
@@ -119,7 +137,7 @@ def test_ctrl_c_stops_every_rank_and_the_run_resumes_with_two_workers(tmp_path):
     assert resumed.returncode == 0, out
     assert "Resuming run" in out
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert not _wait_gone(resumed.pid, 10)
+    assert not _wait_gone(tmp_path, 10)
 
 
 def test_kill_9_of_rank_0_takes_the_other_ranks_down(tmp_path):
@@ -128,12 +146,11 @@ def test_kill_9_of_rank_0_takes_the_other_ranks_down(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/mammal_epoch0003.pth")):
         time.sleep(0.01)
-    ranks = [p for p in _session_pids(proc.pid) if p != proc.pid]
-    assert ranks, "no worker rank was running"
+    assert _ranks(tmp_path), "no worker rank was running"
     segments = _segments() - before
-    proc.kill()  # rank 0 only: the other rank notices its peer is gone and exits
+    proc.kill()  # rank 0 only: the other rank notices its parent is gone and exits
     proc.communicate(timeout=60)
-    assert not _wait_gone(proc.pid), "a rank outlived rank 0's kill -9"
+    assert not _wait_gone(tmp_path), "a rank outlived rank 0's kill -9"
     # rank 0 created the shared embedding and could not remove it; its resource tracker did
     assert segments and not (segments & _segments())
 
