@@ -157,7 +157,8 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
             graph = load_edge_csv(dataset)
             outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
                                    experiment=experiment, run_name=run_name, progress=not quiet)
-    except (DataError, TrackingError, TrackingUnavailable, StoreError, ValueError) as e:
+    except (DataError, TrackingError, TrackingUnavailable, StoreError, ValueError,
+            distributed.WorkerStartError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None
 
     m = outcome.final_metrics

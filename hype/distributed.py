@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -173,6 +174,32 @@ def open_group(workers: int):
         yield None
 
 
+START_TIMEOUT_S = 300.0  # a rank imports torch and numba before it is ready: seconds, not minutes
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+def ready_file(folder: Path, rank: int) -> Path:
+    """Written by a rank once it is imported and about to join the group (see hype.rank)."""
+    return folder / f"ready.{rank}"
+
+
+def _wait_ready(procs: list, folder: Path) -> None:
+    """Rank 0 joins the group only once every rank is up: the rendezvous itself would wait
+    TIMEOUT (30 min) for a rank that died while starting."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for rank, p in enumerate(procs, start=1):
+        while not ready_file(folder, rank).exists():
+            if p.poll() is not None:
+                raise WorkerStartError(f"worker rank {rank} exited with code {p.returncode} "
+                                       "before training started (its error is above)")
+            if time.monotonic() > deadline:
+                raise WorkerStartError(f"worker rank {rank} did not start within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+
+
 @contextmanager
 def local_group(workers: int):
     """This process is rank 0; ranks 1..workers-1 run `python -m hype.rank` (fresh
@@ -187,6 +214,7 @@ def local_group(workers: int):
                  for rank in range(1, workers)]
         group = None
         try:
+            _wait_ready(procs, Path(tmp))
             dist.init_process_group(BACKEND, init_method=init, rank=0, world_size=workers,
                                     timeout=TIMEOUT)
             group = Group(0, workers)

@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import torch.distributed as dist
 
@@ -29,6 +31,8 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     init, rank, world = argv[0], int(argv[1]), int(argv[2])
+    folder = Path(unquote(urlparse(init).path)).parent  # local_group's temporary folder
+    distributed.ready_file(folder, rank).touch()
     dist.init_process_group(distributed.BACKEND, init_method=init, rank=rank, world_size=world,
                             timeout=distributed.TIMEOUT)
     group = distributed.Group(rank, world)

@@ -253,3 +253,18 @@ def test_workers_need_the_numba_backend():
 
     with pytest.raises(ValueError, match="several workers need the numba backend"):
         TrainConfig(workers=2, backend="torch")
+
+
+def test_rank_0_does_not_wait_for_a_rank_that_died_while_starting(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(distributed.WorkerStartError, match="worker rank 1 exited with code 3"):
+        distributed._wait_ready([dead], tmp_path)
+    ready = subprocess.Popen([sys.executable, "-c",
+                              f"import pathlib, time; pathlib.Path({str(tmp_path / 'ready.1')!r}).touch(); "
+                              "time.sleep(30)"])
+    try:
+        distributed._wait_ready([ready], tmp_path)  # returns as soon as the rank says it is ready
+        assert ready.poll() is None
+    finally:
+        ready.kill()
+        ready.wait()
