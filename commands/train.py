@@ -44,15 +44,12 @@ def _size(ctx, param, value):
     return int(n)
 
 
-def _train_as_worker() -> None:
+def _train_as_worker(world: int) -> None:
     from hype import distributed
     from hype.train import train_worker
 
-    group = distributed.from_env()
-    try:
+    with distributed.open_group(world) as group:  # torchrun's group, closed however this ends
         train_worker(group)
-    finally:
-        distributed.close(group)
 
 
 def _model_name(dataset: Path) -> str:
@@ -128,7 +125,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
                                      param_hint="--workers")
         hp["workers"] = world
         if os.environ["RANK"] != "0":  # rank 0 tracks; this rank gets everything else from it
-            _train_as_worker()
+            _train_as_worker(world)
             return
     try:
         uri = resolve_tracking_uri(tracking_uri)

@@ -210,24 +210,24 @@ def _numba_epoch(state, graph, epoch, lr, cdf, group=None) -> float:
     emb = state.emb.numpy()  # shares memory with the tensor: updated in place
     mid = manifolds.KERNEL_ID[config.manifold]
     step = lr / config.batch_size  # the original averages the loss over a batch: see README
-    rank = 0 if group is None else group.rank
-    seed = _epoch_seed(config, epoch, rank)
+    seed = _epoch_seed(config, epoch, 0 if group is None else group.rank)
+
+    def run(part: np.ndarray, seed: int) -> float:
+        return kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
+                                   cdf, config.negs, step, seed)
+
     if group is None:
-        total = kernels.train_edges(emb, mid, graph.edges, order, graph.indptr, graph.indices,
-                                    cdf, config.negs, step, seed)
-        return total / graph.num_edges
+        return run(order, seed) / graph.num_edges
     part = group.shard(order)
     if group.hosts == 1:  # Hogwild: every rank writes the one shared copy
-        total = kernels.train_edges(emb, mid, graph.edges, part, graph.indptr, graph.indices,
-                                    cdf, config.negs, step, seed)
-        return group.total(total) / graph.num_edges  # also the barrier before rank 0 evaluates
-    total = 0.0
-    for i, chunk in enumerate(np.array_split(part, config.syncs)):  # hosts merge between chunks
-        start = group.snapshot(emb)
-        total += kernels.train_edges(emb, mid, graph.edges, chunk, graph.indptr, graph.indices,
-                                     cdf, config.negs, step, seed + 7 * i)
-        group.merge(emb, start, config.manifold)
-    return group.total(total) / graph.num_edges
+        total = run(part, seed)
+    else:
+        total = 0.0
+        for i, chunk in enumerate(np.array_split(part, config.syncs)):  # hosts merge between chunks
+            start = group.snapshot(emb)
+            total += run(chunk, seed + 7 * i)
+            group.merge(emb, start, config.manifold)
+    return group.total(total) / graph.num_edges  # also the barrier before rank 0 evaluates
 
 
 def _torch_epoch(state, graph, epoch, lr, cdf, group=None) -> float:

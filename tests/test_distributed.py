@@ -19,6 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from hype import distributed
+from tests.servers import free_port
 from tracker import layout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +182,7 @@ def test_torchrun_starts_the_ranks_and_only_rank_0_tracks(tmp_path):
 def test_two_torchrun_nodes_keep_a_copy_each_and_merge_their_updates(tmp_path):
     """Two torchrun agents on this machine, one rank each: nodes never share memory (their
     host id includes the node rank), so this is the multi-machine path for real."""
-    port = _free_port()
+    port = free_port()
     procs = []
     for node in (0, 1):
         tmp = tmp_path / f"node{node}"
@@ -199,14 +200,6 @@ def test_two_torchrun_nodes_keep_a_copy_each_and_merge_their_updates(tmp_path):
     assert run.data.params["workers"] == "2"
     assert not (tmp_path / "node1" / "mlflow.db").exists() and not (tmp_path / "node1" / "ckpt").exists()
     assert _final_map(client, run) >= _one_worker_map(tmp_path / "one", 60) - 0.05
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_world_size_and_workers_must_agree(tmp_path):
