@@ -39,7 +39,7 @@ def make_store(root: Path, runs: int, checkpoints: int, size: int) -> tuple[str,
     from mlflow.tracking import MlflowClient
 
     from tracker import layout
-    from tracker.tracking import get_or_create_experiment, tune_sqlite_commits
+    from tracker.store.open import get_or_create_experiment, tune_sqlite_commits
 
     tune_sqlite_commits()
     uri = f"sqlite:///{root / 'mlflow.db'}"

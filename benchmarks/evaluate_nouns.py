@@ -41,7 +41,7 @@ def load_embedding(args, graph):
         gen = torch.Generator().manual_seed(args.seed)
         emb = manifolds.poincare.init(graph.num_nodes, args.dim, scale=args.scale, generator=gen)
         return emb, "poincare", f"random dim-{args.dim} Poincaré embedding (U(-{args.scale}, {args.scale}))"
-    from tracker.checkpoint_io import load
+    from tracker.checkpoints.files import load
 
     ckpt = load(args.checkpoint)
     index = {str(n): i for i, n in enumerate(ckpt["names"])}

@@ -216,10 +216,10 @@ def main(argv=None) -> dict:
     from hype.config import TrainConfig
     from hype.data import load_edge_csv
     from hype.train import train
-    from tracker.run import TrackerConfig
-    from tracker.session import finish, start_run
-    from tracker.store_lock import open_tracking_store
-    from tracker.tracking import resolve_tracking_uri, tune_sqlite_commits
+    from tracker.store.open import open_tracking_store, tune_sqlite_commits
+    from tracker.store.uri import resolve_tracking_uri
+    from tracker.training.callbacks import TrackerConfig
+    from tracker.training.session import finish, start_run
 
     graph = load_edge_csv(args.dataset)
     config = TrainConfig(manifold="poincare", dim=args.dim, lr=args.lr, negs=args.negs,

@@ -69,10 +69,9 @@ def untracked(graph, config, skip):
 
 def tracked(graph, config, uri, workdir: Path, keep: int, skip: int):
     from hype.train import train
-    from tracker.run import TrackerConfig
-    from tracker.session import start_run
-    from tracker.store_lock import open_tracking_store
-    from tracker.tracking import tune_sqlite_commits
+    from tracker.store.open import open_tracking_store, tune_sqlite_commits
+    from tracker.training.callbacks import TrackerConfig
+    from tracker.training.session import start_run
 
     tune_sqlite_commits()
     client = open_tracking_store(uri)

@@ -91,7 +91,7 @@ def _counted(delete, bar):
 
 
 def _local(directory: Path, keep: int, dry_run: bool, as_json: bool) -> bool:
-    from tracker.cleanup_local import CleanupError, execute, local_deleter, plan_local, render_text
+    from tracker.cleanup.local import CleanupError, execute, local_deleter, plan_local, render_text
 
     try:
         plan = plan_local(directory, keep)
@@ -105,9 +105,11 @@ def _local(directory: Path, keep: int, dry_run: bool, as_json: bool) -> bool:
 
 def _tracked(run_id, experiment, all_experiments, tracking_uri, keep, dry_run, as_json,
              include_running) -> bool:
-    from tracker import cleanup_tracked as ct
-    from tracker.cleanup_local import CleanupError
-    from tracker.tracking import TrackingError, redact, resolve_tracking_uri
+    from tracker.cleanup import runs as ct
+    from tracker.cleanup.local import CleanupError
+    from tracker.store.errors import TrackingError
+    from tracker.store.redact import redact
+    from tracker.store.uri import resolve_tracking_uri
 
     # MLflow's HTTP client retries on its own for minutes; ct.RETRY bounds the wait instead.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

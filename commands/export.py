@@ -19,7 +19,7 @@ def load_embedding(checkpoint: Path | None, run_id: str | None, tracking_uri: st
     there; every load uses weights_only=True, so a file holding pickled code is refused.
     Raises click.ClickException with a one-line message.
     """
-    from tracker.checkpoint_io import CheckpointError, load
+    from tracker.checkpoints.files import CheckpointError, load
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
     if (checkpoint is None) == (run_id is None):
@@ -41,10 +41,12 @@ def _final_model_of(run_id: str, tracking_uri: str | None):
     from mlflow.exceptions import MlflowException
 
     from tracker import layout
-    from tracker.cleanup_local import CleanupError
-    from tracker.cleanup_tracked import open_client
-    from tracker.names import final_model_of
-    from tracker.tracking import TrackingError, redact, resolve_tracking_uri
+    from tracker.cleanup.local import CleanupError
+    from tracker.cleanup.runs import open_client
+    from tracker.policy.names import final_model_of
+    from tracker.store.errors import TrackingError
+    from tracker.store.redact import redact
+    from tracker.store.uri import resolve_tracking_uri
 
     try:
         uri = resolve_tracking_uri(tracking_uri)

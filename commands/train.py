@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from hype.config import BACKENDS, MANIFOLDS, TrainConfig
-from tracker.tracking import PROJECT_ROOT
+from tracker.layout import PROJECT_ROOT
 
 DEFAULT_DATASET = PROJECT_ROOT / "data" / "mammal_closure.csv"
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
@@ -112,11 +112,11 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
     from hype import distributed
     from hype.data import DataError, load_edge_csv
-    from tracker.run import TrackerConfig
-    from tracker.session import run_training
-    from tracker.store_lock import TrackingUnavailable
-    from tracker.stores import StoreError
-    from tracker.tracking import TrackingError, redact, resolve_tracking_uri
+    from tracker.store.errors import StoreError, TrackingError, TrackingUnavailable
+    from tracker.store.redact import redact
+    from tracker.store.uri import resolve_tracking_uri
+    from tracker.training.callbacks import TrackerConfig
+    from tracker.training.session import run_training
 
     if distributed.launched_by_torchrun():
         world = int(os.environ["WORLD_SIZE"])

@@ -52,7 +52,9 @@ def ui(port, tracking_uri):
 
     One worker: by default the server starts about 15 processes, far too many for a laptop.
     """
-    from tracker.tracking import TrackingError, redact, resolve_tracking_uri, sqlite_path
+    from tracker.store.errors import TrackingError
+    from tracker.store.redact import redact
+    from tracker.store.uri import resolve_tracking_uri, sqlite_path
 
     try:
         uri = resolve_tracking_uri(tracking_uri)

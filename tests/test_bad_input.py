@@ -27,11 +27,15 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tests.servers import free_port
-from tracker import cleanup_tracked, layout, session, store_lock
-from tracker.checkpoint_io import load
-from tracker.run import TrackerConfig
-from tracker.session import run_training
-from tracker.stores import RetryPolicy, TrackedCheckpoints
+from tracker import layout
+from tracker.checkpoints.files import load
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.cleanup import runs as cleanup_tracked
+from tracker.store import open as store_lock
+from tracker.store.retry import RetryPolicy
+from tracker.training import session
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 FAST = RetryPolicy(total_s=0.3, first_delay_s=0.1, max_delay_s=0.1)
 

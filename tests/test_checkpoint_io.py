@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, save_atomic
+from tracker.checkpoints.files import CheckpointError, load, remove_temporaries, save_atomic
 
 
 class _Payload:

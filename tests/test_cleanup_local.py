@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tracker.cleanup_local import (
+from tracker.cleanup.local import (
     CleanupError,
     Plan,
     execute,
@@ -14,7 +14,7 @@ from tracker.cleanup_local import (
     plan_local,
     render_text,
 )
-from tracker.retention import CheckpointRecord
+from tracker.policy.retention import CheckpointRecord
 
 
 def write(directory, name, size=100):

@@ -11,13 +11,14 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tests.repos import NoDeleteRepository
-from tracker import cleanup_tracked as ct
 from tracker import layout
-from tracker.cleanup_local import CleanupError
-from tracker.retention import NOT_STORED, CheckpointRecord
-from tracker.run import TrackerConfig
-from tracker.session import run_training
-from tracker.stores import StorePermissionError, TrackedCheckpoints
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.cleanup import runs as ct
+from tracker.cleanup.local import CleanupError
+from tracker.policy.retention import NOT_STORED, CheckpointRecord
+from tracker.store.errors import StorePermissionError
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 
 def ck(epoch, model="m"):
@@ -135,8 +136,9 @@ def train(uri, graph, tmp_path, *, epochs=6, experiment="t", interrupt_before_fi
         def die(*a, **k):
             raise Died()
 
-        monkeypatch.setattr("tracker.session.finish", die)
-        monkeypatch.setattr("tracker.session._mark", lambda *a: False)  # a dead process marks nothing
+        monkeypatch.setattr("tracker.training.session.finish", die)
+        # a dead process marks nothing
+        monkeypatch.setattr("tracker.training.session._mark", lambda *a: False)
         with pytest.raises(Died):
             run_training(uri=uri, graph=graph, config=config, tconfig=tconfig, experiment=experiment,
                          progress=False)

@@ -18,8 +18,9 @@ from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tests.servers import free_port
 from tests.test_cleanup_tracked import local_names, tracked_names, train
-from tracker import cleanup_tracked, layout
-from tracker.stores import RetryPolicy
+from tracker import layout
+from tracker.cleanup import runs as cleanup_tracked
+from tracker.store.retry import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,10 +24,10 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tracker import layout
-from tracker.checkpoint_io import load
-from tracker.run import TrackerConfig
-from tracker.session import run_training
-from tracker.stores import TrackedCheckpoints
+from tracker.checkpoints.files import load
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "pg-concurrency"

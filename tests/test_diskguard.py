@@ -6,10 +6,10 @@ from mlflow.tracking import MlflowClient
 from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
-from tracker import diskguard
-from tracker.run import TrackerConfig
-from tracker.session import run_training
-from tracker.tracking import TrackingError
+from tracker.policy import disk as diskguard
+from tracker.store.errors import TrackingError
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 MB = 2**20
 

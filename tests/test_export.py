@@ -13,9 +13,9 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from hype.evaluate import reconstruction
 from tests.datasets import write_tree_closure
-from tracker.checkpoint_io import load
-from tracker.run import TrackerConfig
-from tracker.session import run_training
+from tracker.checkpoints.files import load
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 
 def invoke(*args):

@@ -1,7 +1,7 @@
 import pytest
 
 from tracker.fmt import human_bytes
-from tracker.names import (
+from tracker.policy.names import (
     ParsedName,
     checkpoint_name,
     final_model_of,

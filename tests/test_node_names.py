@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hype import node_names
-from tracker.checkpoint_io import load, save_atomic
+from tracker.checkpoints.files import load, save_atomic
 
 
 def test_names_round_trip_through_a_weights_only_checkpoint(tmp_path):

@@ -28,9 +28,10 @@ from mlflow.tracking import MlflowClient
 
 from tests.datasets import write_tree_closure
 from tests.servers import free_port, mlflow_server
-from tracker import layout, names
-from tracker.checkpoint_io import load
-from tracker.stores import TrackedCheckpoints
+from tracker import layout
+from tracker.checkpoints.files import load
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.policy import names
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTAGE_S = 30.0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tracker.retention import CheckpointRecord, Decision, decide, to_delete
+from tracker.policy.retention import CheckpointRecord, Decision, decide, to_delete
 
 
 def recs(*epochs, unstored=()):

@@ -31,9 +31,9 @@ from tests.servers import HOST, free_port
 from tests.test_serving import _env as serving_env
 from tests.test_serving import invoke, started
 from tracker import layout
-from tracker.checkpoint_io import load
-from tracker.run import TrackerConfig
-from tracker.session import run_training
+from tracker.checkpoints.files import load
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

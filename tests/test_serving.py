@@ -21,9 +21,9 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tests.servers import HOST, free_port, log_tail, stop_process_group
-from tracker.checkpoint_io import load
-from tracker.run import TrackerConfig
-from tracker.session import run_training
+from tracker.checkpoints.files import load
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tracker.stopping import StopConfig, StopState, dedupe, fold, infer_mode, replay, should_stop
+from tracker.policy.stopping import StopConfig, StopState, dedupe, fold, infer_mode, replay, should_stop
 
 NAN = math.nan
 

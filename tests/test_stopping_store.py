@@ -11,8 +11,8 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from hype.train import EpochResult, new_state
 from tests.datasets import write_tree_closure
-from tracker import stopping
-from tracker.run import Retained, TrackedTraining, TrackerConfig
+from tracker.policy import stopping
+from tracker.training.callbacks import Retained, TrackedTraining, TrackerConfig
 
 
 class CountingClient(MlflowClient):

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from tests.servers import HOST, free_port
-from tracker.store_lock import TrackingUnavailable, open_tracking_store
-from tracker.stores import RetryPolicy
+from tracker.store.errors import TrackingUnavailable
+from tracker.store.open import open_tracking_store
+from tracker.store.retry import RetryPolicy
 
 WRITERS = 6
 
@@ -34,7 +35,7 @@ def _race(uri: str, locked: bool) -> dict[int, str]:
     # a 1.5 s import, so they really do arrive together, and from a process without threads.
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([
-        "mlflow", "mlflow.store.tracking.sqlalchemy_store", "tracker.store_lock"
+        "mlflow", "mlflow.store.tracking.sqlalchemy_store", "tracker.store.open"
     ])
     barrier, results = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [

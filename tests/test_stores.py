@@ -13,15 +13,10 @@ from mlflow.store.artifact.artifact_repository_registry import _artifact_reposit
 
 from tests.repos import NoDeleteRepository
 from tests.servers import HOST, free_port, mlflow_server
-from tracker.stores import (
-    DeleteUnsupported,
-    RetryPolicy,
-    StoreError,
-    StorePermissionError,
-    StoreUnavailable,
-    TrackedCheckpoints,
-    scrub,
-)
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.store.errors import DeleteUnsupported, StoreError, StorePermissionError, StoreUnavailable
+from tracker.store.redact import scrub
+from tracker.store.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(total_s=1.5, first_delay_s=0.1, max_delay_s=0.3)
 
@@ -267,5 +262,5 @@ def test_waits_for_a_server_that_comes_up(tmp_path, no_mlflow_http_retries):
 
 
 def test_scrub():
-    assert scrub("http://u:p@h:1/x?X-Amz-Signature=abc&y=1") == "http://h:1/x?X-Amz-Signature=***&y=1"
+    assert scrub("http://u:p@h:1/x?X-Amz-Signature=abc&y=1") == "http://***@h:1/x?X-Amz-Signature=***&y=1"
     assert scrub("Authorization: Basic dTpw\nnext") == "Authorization: Basic *** next"

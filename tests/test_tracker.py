@@ -12,9 +12,9 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tracker import layout
-from tracker.checkpoint_io import load
-from tracker.run import TrackerConfig
-from tracker.session import run_training
+from tracker.checkpoints.files import load
+from tracker.training.callbacks import TrackerConfig
+from tracker.training.session import run_training
 
 
 def _names(client, run_id, folder):
@@ -85,7 +85,7 @@ def test_proxied_server_deletes_through_the_artifact_api(mlflow_server_proxied, 
 def test_a_delete_the_store_did_not_carry_out_is_caught_by_the_next_listing(sqlite_tracking, tree,
                                                                             tmp_path, monkeypatch):
     """Deletes are confirmed by the listing of the next upload; one still listed is redone."""
-    from tracker.stores import TrackedCheckpoints
+    from tracker.checkpoints.tracked import TrackedCheckpoints
 
     real_delete = TrackedCheckpoints._delete
     skipped = []

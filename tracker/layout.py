@@ -1,4 +1,11 @@
-"""Names shared by the trainer, resume and cleanup: artifact folders and run tags."""
+"""Where things live, shared by the trainer, resume and cleanup: paths, artifact folders, tags."""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI picks its view from this tag
+EXPERIMENT_KIND = "custom_model_development"  # the model-training view, not the GenAI one
 
 # Our checkpoint artifact folder. Not "checkpoints/": mlflow.pytorch.autolog writes there.
 CHECKPOINT_FOLDER = "hype_checkpoints"

@@ -43,11 +43,12 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from tests.datasets import write_tree_closure
-from tracker import faults, layout, names
-from tracker.checkpoint_io import CheckpointError, load
-from tracker.run import TrackerConfig
-from tracker.stopping import StopState, dedupe, fold
-from tracker.stores import TrackedCheckpoints
+from tracker import faults, layout
+from tracker.checkpoints.files import CheckpointError, load
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.policy import names
+from tracker.policy.stopping import StopState, dedupe, fold
+from tracker.training.callbacks import TrackerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL = "external"

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracker.checkpoint_io import save_atomic
+from tracker.checkpoints.files import save_atomic
 from tracker.fmt import human_bytes
 
 

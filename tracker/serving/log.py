@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tracker import layout
-from tracker.tracking import PROJECT_ROOT
+from tracker.layout import PROJECT_ROOT
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # models-from-code: no pickled classes
 

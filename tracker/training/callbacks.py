@@ -20,18 +20,22 @@ from tqdm import tqdm
 from hype.config import TrainConfig
 from hype.data import Graph
 from hype.train import EpochResult, TrainState
-from tracker import faults, interrupts, layout, names, stopping, stores
-from tracker.checkpoint_io import save_atomic
+from tracker import faults, layout
+from tracker.checkpoints.files import save_atomic
+from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.fmt import human_bytes
-from tracker.retention import CheckpointRecord, decide
-from tracker.stores import (
+from tracker.layout import PROJECT_ROOT
+from tracker.policy import names, stopping
+from tracker.policy.retention import CheckpointRecord, decide
+from tracker.store import retry as stores
+from tracker.store.errors import (
     DeleteUnsupported,
     StoreError,
     StorePermissionError,
     StoreUnavailable,
-    TrackedCheckpoints,
+    TrackingError,
 )
-from tracker.tracking import PROJECT_ROOT, TrackingError
+from tracker.training import interrupts
 
 RETRY = stores.RetryPolicy()  # backoff while the tracking store is unreachable (about 60 s)
 
@@ -266,6 +270,6 @@ def call_with_retry(fn, *args, run_id: str, **kwargs):
     try:
         return stores.call_with_retry(getattr(fn, "__name__", "tracking call"),
                                       lambda: fn(*args, **kwargs), RETRY)
-    except stores.StoreUnavailable as e:
+    except StoreUnavailable as e:
         raise TrackingError(f"{e}. Local checkpoints are kept; resume with: "
                             f"python cli.py train --resume {run_id}") from None

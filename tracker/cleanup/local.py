@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Literal
 
 from tracker.fmt import human_bytes
-from tracker.names import is_final_model_name, parse_checkpoint_name
-from tracker.retention import CheckpointRecord, Decision, check_keep, decide
+from tracker.policy.names import is_final_model_name, parse_checkpoint_name
+from tracker.policy.retention import CheckpointRecord, Decision, check_keep, decide
 
 # Deletes one checkpoint by name. Raising FileNotFoundError means "already gone" (a success);
 # any other exception is recorded as that file's failure and the others still go ahead.

@@ -37,7 +37,8 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 from tracker import layout
-from tracker.cleanup_local import (
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.cleanup.local import (
     CleanupError,
     Decision,
     GroupPlan,
@@ -52,18 +53,12 @@ from tracker.cleanup_local import (
     render_text,
 )
 from tracker.fmt import human_bytes
-from tracker.names import parse_checkpoint_name
-from tracker.retention import NOT_STORED, CheckpointRecord
-from tracker.stores import (
-    RetryPolicy,
-    StoreError,
-    StorePermissionError,
-    StoreUnavailable,
-    TrackedCheckpoints,
-    call_with_retry,
-    scrub,
-)
-from tracker.tracking import TrackingError, check_uri, redact, sqlite_path
+from tracker.policy.names import parse_checkpoint_name
+from tracker.policy.retention import NOT_STORED, CheckpointRecord
+from tracker.store.errors import StoreError, StorePermissionError, StoreUnavailable, TrackingError
+from tracker.store.redact import redact, scrub
+from tracker.store.retry import RetryPolicy, call_with_retry
+from tracker.store.uri import check_uri, sqlite_path
 
 IN_PROGRESS = frozenset({"RUNNING", "SCHEDULED"})  # a trainer may still be writing these runs
 # A cleanup is run by a person who waits for it: fail within seconds, not minutes.

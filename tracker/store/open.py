@@ -20,7 +20,12 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from mlflow.utils.uri import get_uri_scheme
 
-from tracker.stores import RetryPolicy, StoreError, StoreUnavailable, call_with_retry, scrub
+from tracker.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from tracker.store.errors import StoreError, StoreUnavailable, TrackingError, TrackingUnavailable
+from tracker.store.redact import one_line as _one_line
+from tracker.store.redact import redact as scrub
+from tracker.store.retry import RetryPolicy, call_with_retry
+from tracker.store.uri import artifact_location_for, sqlite_path
 
 # A fresh SQLite store is fully migrated in about a second; a lock held for minutes means a
 # process is stuck, and waiting on it silently would look like a hang.
@@ -28,10 +33,6 @@ DEFAULT_LOCK_TIMEOUT_S = 120.0
 # How long a server or database may be unreachable before we give up (connection refused, 5xx).
 DEFAULT_PROBE = RetryPolicy(total_s=20.0, first_delay_s=0.5, max_delay_s=4.0)
 SQL_SCHEMES = ("postgresql", "mysql", "mssql")
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking URI cannot be used: malformed, unreachable, refused, or stuck on a lock."""
 
 
 def open_tracking_store(
@@ -68,31 +69,14 @@ def _ready_client(uri: str) -> MlflowClient:
     return client
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = scrub(f"{type(exc).__name__}: {exc}")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The db file of a sqlite: URI, or None for an in-memory db (nothing shared to protect)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(uri).database
-    except Exception as exc:
-        raise TrackingUnavailable(
-            f"tracking URI {scrub(uri)!r} is malformed: {_one_line(exc)}"
-        ) from None
-    if not database or database == ":memory:" or "mode=memory" in uri:
-        return None
-    # Relative paths are relative to the working directory, as SQLite itself resolves them.
-    return Path(database).expanduser().resolve()
-
 
 def _open_sqlite(uri: str, lock_timeout_s: float) -> MlflowClient:
     from filelock import FileLock, Timeout
 
-    db = _sqlite_path(uri)
+    try:
+        db = sqlite_path(uri)
+    except TrackingError as e:
+        raise TrackingUnavailable(str(e)) from None
     if db is None:
         return _ready_client(uri)
     lock_path = Path(f"{db}.lock")
@@ -174,3 +158,52 @@ def _probe(what: str, fn, probe: RetryPolicy) -> None:
         ) from None
     except StoreError as exc:
         raise TrackingUnavailable(str(exc)) from None
+
+
+def get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise TrackingError(f"experiment {name!r} is deleted; restore it or choose another --experiment")
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(
+            name, artifact_location=artifact_location_for(uri, name),
+            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+        )
+    except Exception:
+        # Another process created it first: that one is ours too.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def tune_sqlite_commits() -> None:
+    """Make each SQLite commit of the embedded store cheap: WAL journal, synchronous=NORMAL.
+
+    MLflow commits several times per log_batch; with the default rollback journal each commit
+    costs two fsyncs (about 10 ms each here), which made tracking cost more than a mammal epoch.
+    In WAL mode with synchronous=NORMAL a commit survives a killed process (kill -9, Ctrl+C);
+    only an OS crash or power loss may lose the last commits, never corrupt the database.
+    """
+    global _SQLITE_TUNED
+    if _SQLITE_TUNED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    _SQLITE_TUNED = True
+
+
+_SQLITE_TUNED = False

@@ -16,14 +16,18 @@ from hype.config import TrainConfig
 from hype.data import Graph, load_edge_csv
 from hype.evaluate import reconstruction
 from hype.train import TrainState, check_compatible, new_state, train
-from tracker import diskguard, interrupts, layout, names, stopping
-from tracker.checkpoint_io import CheckpointError, load, remove_temporaries, save_atomic
+from tracker import layout
+from tracker.checkpoints.files import CheckpointError, load, remove_temporaries, save_atomic
+from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.fmt import human_bytes
-from tracker.retention import CheckpointRecord
-from tracker.run import Retained, TrackedTraining, TrackerConfig, call_with_retry, say
-from tracker.store_lock import open_tracking_store
-from tracker.stores import TrackedCheckpoints
-from tracker.tracking import TrackingError, get_or_create_experiment, redact, tune_sqlite_commits
+from tracker.policy import disk as diskguard
+from tracker.policy import names, stopping
+from tracker.policy.retention import CheckpointRecord
+from tracker.store.errors import TrackingError
+from tracker.store.open import get_or_create_experiment, open_tracking_store, tune_sqlite_commits
+from tracker.store.redact import redact
+from tracker.training import interrupts
+from tracker.training.callbacks import Retained, TrackedTraining, TrackerConfig, call_with_retry, say
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     call_with_retry(log_disk_plot, client, run_id, emb, tracked.graph, tracked.config.manifold, epoch=None,
                     run_id=run_id)
     if tconfig.log_pyfunc:
-        from tracker.serving import log_pyfunc
+        from tracker.serving.log import log_pyfunc
 
         log_pyfunc(client, run_id, path)
     retained = tracked.retained.sorted()
