@@ -28,14 +28,25 @@ def _bar(total: int, desc: str, unit: str):
                 leave=False)
 
 
+def _count(ctx, param, value):
+    if value < 0:
+        raise click.BadParameter(f"{value} is negative (give K >= 1, or 0 to turn it off)")
+    return value
+
+
 @click.command()
 @click.option("--directory", type=click.Path(path_type=Path), default=None,
-              help="Local mode: the folder whose checkpoints are rotated (not recursive). [default: .]")
+              help="Local mode: a run folder, or a folder whose run folders (DIR/*/, DIR/checkpoints/*/) "
+                   "and flat checkpoint files are cleaned. [default: .]")
 @click.option("--keep", type=int, default=20, show_default=True, callback=_keep,
-              help="Keep the newest N checkpoints per model (by epoch number, never by file time).")
+              help="Keep the newest N checkpoints per run or model (by epoch, never by file time).")
+@click.option("--keep-best", type=int, default=1, show_default=True, callback=_count,
+              help="Also keep the K best by the run's monitored metric (runs only); 0 turns it off.")
+@click.option("--keep-every", type=int, default=0, show_default=True, callback=_count,
+              help="Also keep epochs that are multiples of K (e.g. 50: epochs 50, 100, ...); 0: off.")
 @click.option("--dry-run", type=click.BOOL, is_flag=False, flag_value=True, default=False,
               metavar="[true|false]",
-              help="Print what would be deleted and the bytes it would free; delete nothing. "
+              help="Print what would be deleted and why each checkpoint is kept; delete nothing. "
                    "(--dry-run alone means true; the value form serves MLproject.)")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report instead.")
 @click.option("--run-id", default=None, help="Tracking-store mode: clean this run.")
@@ -43,109 +54,137 @@ def _bar(total: int, desc: str, unit: str):
 @click.option("--all-experiments", is_flag=True,
               help="Tracking-store mode: clean every run of every experiment.")
 @click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]. "
+                   "In local mode it replaces the store a run folder's manifest names.")
 @click.option("--include-running", is_flag=True,
               help="Also clean runs whose status is RUNNING (a trainer may still be writing them).")
 @click.pass_context
-def cleanup(ctx, directory, keep, dry_run, as_json, run_id, experiment, all_experiments, tracking_uri,
-            include_running):
-    """Delete old epoch checkpoints: keep the newest --keep per model.
+def cleanup(ctx, directory, keep, keep_best, keep_every, dry_run, as_json, run_id, experiment,
+            all_experiments, tracking_uri, include_running):
+    """Delete old epoch checkpoints, with the trainer's own retention rules.
 
     \b
-    Local mode (default): files named <model>_epoch<N>.pth or <model>.pth.<N> in --directory.
+    Local mode (default): run folders (with hype_manifest.sqlite) in --directory, DIR/*/ and
+    DIR/checkpoints/*/, each cleaned as its run (local copies and tracked copies, in the store
+    its manifest names); and flat files <model>_epoch<N>.pth or <model>.pth.<N> in DIR itself,
+    newest --keep per model.
     Tracking-store mode (--run-id, --experiment or --all-experiments): each run's tracked
-    checkpoints (artifact folder hype_checkpoints) and their local copies, where they exist.
+    checkpoints (artifact folder hype_checkpoints) and their local copies, where verified.
 
     \b
-    Never deleted: the final model (<model>.pth, hype_model/, the MLflow model); a run's best
-    checkpoint (tag hype.best_epoch); files that do not match the two patterns exactly;
-    symlinks and directories; a local checkpoint the store does not hold; runs still RUNNING
-    (unless --include-running). Exits non-zero if any deletion failed; the others still happen.
+    A checkpoint is kept if any policy keeps it: newest --keep, best --keep-best, every
+    --keep-every. Never deleted: the final model (<model>.pth, hype_model/, the MLflow model);
+    a checkpoint not confirmed stored; a file the run's manifest does not prove is its own;
+    symlinks and directories; runs still RUNNING (unless --include-running). Exits non-zero if
+    anything asked for could not be done; the rest still happens.
     """
+    from tracker.policy.retention import Retention
+
     selections = [s for s, given in (("--run-id", run_id), ("--experiment", experiment),
                                      ("--all-experiments", all_experiments)) if given]
     if len(selections) > 1:
         raise click.UsageError(f"give only one of {', '.join(selections)}")
+    if selections and directory is not None:
+        raise click.UsageError(f"--directory is for local mode; {selections[0]} cleans tracked runs")
+    retention = Retention(keep, keep_best, keep_every)
+    # MLflow's HTTP client retries on its own for minutes; the cleanup's RETRY bounds the wait.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     if selections:
-        if directory is not None:
-            raise click.UsageError(f"--directory is for local mode; {selections[0]} cleans tracked runs")
-        ok = _tracked(run_id, experiment, all_experiments, tracking_uri, keep, dry_run, as_json,
-                      include_running)
+        results = _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_run,
+                           include_running)
     else:
-        for flag, given in (("--tracking-uri", tracking_uri), ("--include-running", include_running)):
-            if given:
-                raise click.UsageError(f"{flag} needs --run-id, --experiment or --all-experiments")
-        ok = _local(directory or Path("."), keep, dry_run, as_json)
-    if not ok:
-        click.echo("Error: some deletions failed (listed above); the others were done", err=True)
+        results = _local(directory or Path("."), tracking_uri, retention, dry_run, include_running, as_json)
+    from tracker.cleanup import render
+
+    if as_json:
+        report = render.to_json(results, dry_run=dry_run, policies=retention.describe())
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for r in results:
+            click.echo(render.render_result(r))
+        if results:
+            click.echo(render.render_summary(results, dry_run))
+    if not all(r.ok for r in results):
+        click.echo("Error: " + _first_problem(results), err=True)
         ctx.exit(1)
 
 
-def _counted(delete, bar):
-    def run(name: str) -> None:
-        try:
-            delete(name)
-        finally:
-            bar.update()
-    return run
+def _first_problem(results) -> str:
+    for r in results:
+        if r.problems:
+            more = sum(len(x.problems) for x in results) - 1
+            return r.problems[0] + (f" (and {more} more, listed above)" if more else "")
+    return "some deletions failed (listed above); the others were done"
 
 
-def _local(directory: Path, keep: int, dry_run: bool, as_json: bool) -> bool:
-    from tracker.cleanup.local import CleanupError, execute, local_deleter, plan_local, render_text
+def _run_all(targets, dry_run):
+    from tracker.cleanup.targets import execute
+
+    with _bar(0 if dry_run else sum(t.planned for t in targets), "deleting", "file") as bar:
+        return [execute(t, dry_run=dry_run, tick=lambda d: bar.update()) for t in targets]
+
+
+def _local(directory, tracking_uri, retention, dry_run, include_running, as_json):
+    from tracker.checkpoints import folder as run_folder
+    from tracker.cleanup import local, runs, targets
+    from tracker.store.errors import TrackingError
 
     try:
-        plan = plan_local(directory, keep)
-    except CleanupError as e:
+        found = local.discover(directory)
+    except runs.CleanupError as e:
         raise click.ClickException(str(e)) from None
-    with _bar(0 if dry_run else len(plan.deletions), "deleting", "file") as bar:
-        report = execute(plan, dry_run=dry_run, delete=_counted(local_deleter(plan.location), bar))
-    click.echo(json.dumps(report.to_json(), indent=2) if as_json else render_text(report))
-    return report.ok
+    if found.empty:
+        click.echo(found.nothing_found(), err=True)
+        return []
+    planned = targets.plan_flat(directory, retention, found.flat_models)
+    clients = {}
+    for f in found.run_folders:
+        if f.manifest is None:
+            planned.append(targets.Target("run", f"run folder {f.folder}", local_location=str(f.folder),
+                                          problems=(f.problem,)))
+            continue
+        b = f.manifest.binding
+        uri = tracking_uri or b.tracking_uri
+        try:
+            if uri not in clients:
+                clients[uri] = runs.open_client(uri)
+            sel = runs.select_runs(clients[uri], run_id=b.run_id)[0]
+        except (runs.CleanupError, TrackingError) as e:
+            planned.append(targets.Target("run", f"run {b.run_id} (folder {f.folder})", run_id=b.run_id,
+                                          local_location=str(f.folder),
+                                          problems=(f"{e}; nothing in {f.folder} was deleted "
+                                                    "(--tracking-uri names the run's store)",)))
+            continue
+        planned.append(targets.plan_run(clients[uri], sel, retention=retention,
+                                        include_running=include_running,
+                                        folder=run_folder.RunFolder(f.folder, f.manifest)))
+    if found.unbound and not as_json:
+        for p in found.unbound:
+            click.echo(f"{p}: checkpoints but no manifest, so not a run folder; clean it by name rules "
+                       f"with: python cli.py cleanup --directory {p}", err=True)
+    return _run_all(planned, dry_run)
 
 
-def _tracked(run_id, experiment, all_experiments, tracking_uri, keep, dry_run, as_json,
-             include_running) -> bool:
-    from tracker.cleanup import runs as ct
-    from tracker.cleanup.local import CleanupError
+def _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_run, include_running):
+    from tracker.cleanup import runs, targets
+    from tracker.layout import PROJECT_ROOT
     from tracker.store.errors import TrackingError
-    from tracker.store.redact import redact
     from tracker.store.uri import resolve_tracking_uri
 
-    # MLflow's HTTP client retries on its own for minutes; ct.RETRY bounds the wait instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     try:
         uri = resolve_tracking_uri(tracking_uri)
-        client = ct.open_client(uri)
-        selected = ct.select_runs(client, run_id=run_id, experiment=experiment,
-                                  all_experiments=all_experiments)
+        client = runs.open_client(uri)
+        selected = runs.select_runs(client, run_id=run_id, experiment=experiment,
+                                    all_experiments=all_experiments)
         with _bar(len(selected), "listing runs", "run") as bar:
-            plans = []
+            planned = []
             for sel in selected:
-                plans.append(ct.plan_run(client, sel, keep=keep, include_running=include_running))
+                planned.append(targets.plan_run(client, sel, retention=retention,
+                                                include_running=include_running,
+                                                root=PROJECT_ROOT / "checkpoints"))
                 bar.update()
-    except (CleanupError, TrackingError) as e:
+    except (runs.CleanupError, TrackingError) as e:
         raise click.ClickException(str(e)) from None
     if not selected:
         click.echo(f"no runs in experiment {experiment!r}" if experiment else "no runs", err=True)
-    runs, refused = [], []
-    with _bar(0 if dry_run else sum(p.planned for p in plans), "deleting", "file") as bar:
-        for p in plans:
-            try:
-                runs.append(ct.execute_run(p, dry_run=dry_run, tick=bar.update))
-            except ct.DeleteRefused as e:  # no permission: one line below, not one per file
-                refused.append(e)
-    if refused and not runs:
-        raise click.ClickException(ct.refused_message(refused))
-    report = ct.TrackedReport(redact(uri), keep, dry_run, tuple(runs))
-    if as_json:
-        for r in runs:
-            for w in r.plan.warnings:
-                click.echo(f"WARNING: {w}", err=True)
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        for r in runs:
-            click.echo(ct.render_run(r))
-        click.echo(ct.render_summary(report))
-    if refused:
-        raise click.ClickException(ct.refused_message(refused))
-    return report.ok
+    return _run_all(planned, dry_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -96,3 +97,12 @@ def remove_temporaries(directory: Path) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def sha256_of(path: Path, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (read back from the page cache right after a save)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -128,3 +128,10 @@ def is_final_model_name(name: str) -> bool:
 def final_model_of(name: str) -> str | None:
     """The model name of a final-model file name, or None."""
     return _FINAL_RE.fullmatch(name).group("model") if is_final_model_name(name) else None
+
+
+def looks_like_checkpoint(name: str) -> bool:
+    """True for names a person may take for a checkpoint that do not parse as one
+    (``a_epoch.pth``, ``b_epoch-3.pth``, ``m.pth.3.tmp``): reported, never deleted."""
+    return isinstance(name, str) and parse_checkpoint_name(name) is None and (
+        "_epoch" in name or ".pth." in name)

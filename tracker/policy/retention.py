@@ -1,28 +1,36 @@
-"""PURE checkpoint retention: given a run's checkpoint records, which to keep and why.
+"""PURE checkpoint retention: composable policies that say which checkpoints to keep, and why.
 
-No I/O here. The caller builds records from the run's own bookkeeping (never from a directory
-glob or modification times: both have deleted the wrong files elsewhere), asks ``decide`` or
-``to_delete``, and does the deleting itself, after the newest checkpoint is confirmed stored.
+No I/O here. The caller builds records from the run's own inventory (never from a directory
+glob or modification times: both have deleted the wrong files elsewhere), asks ``decide``,
+and hands the deletions to the one deleter, after the newest checkpoint is confirmed stored.
 
-What is never deleted, whatever ``keep`` says:
-- the newest ``keep`` checkpoints, by epoch, among those confirmed stored;
-- the best epoch (the caller says which, e.g. from the run's recorded best metric);
-- any protected epoch (e.g. the checkpoint the run resumed from);
-- any record not confirmed stored: deleting it loses data, and until a newer one is confirmed
-  it must not count toward the newest ``keep`` either, or an older confirmed copy would be
-  deleted while the only newer one is still uploading.
-The final model has no epoch and is not a checkpoint record at all.
+A checkpoint is kept when any policy keeps it (as Orbax's AnyPreservationPolicy), and each
+decision names every policy that kept it:
+- ``LatestN(n)``: the newest n by epoch, among those confirmed stored;
+- ``BestK(k)``: the k best by the monitored value (only records that carry one);
+- ``EveryK(k)``: epochs that are multiples of k (50, 100, ... for later analysis);
+- ``KeepAll()``: everything;
+- ``Protect(epochs, label)``: these epochs (the checkpoint a run resumed from, say).
+
+One rule holds whatever the policies say: a record not confirmed stored is kept, and does
+not count toward the newest n either, or an older confirmed copy would be deleted while the
+only newer one is still uploading. The final model has no epoch and is never a record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-# Reasons, in the order they are listed when several apply to one record.
-DISABLED = "retention disabled"
+from tracker.policy.stopping import dedupe
+
+Mode = Literal["max", "min"]
+
 NOT_STORED = "not confirmed stored"
 PROTECTED = "resumed from"
+KEEP_ALL = "keep all"
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class CheckpointRecord:
     name: str  # file or artifact name, e.g. "mammals_epoch0041.pth"; what the deleter gets
     size: int | None = None  # bytes, for reporting; None where the store did not say
     stored: bool = True  # upload to the tracking store confirmed; unconfirmed ones are kept
+    value: float | None = None  # the monitored metric at this epoch, if it was evaluated
 
     def __post_init__(self) -> None:
         if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0:
@@ -45,15 +54,118 @@ class CheckpointRecord:
 class Decision:
     record: CheckpointRecord  # the checkpoint decided on
     keep: bool  # False: the caller should delete it
-    reason: str  # why, for logs and reports: "newest 20", "older than the newest 20", ...
+    reason: str  # why, for logs and reports: "newest 20; best (map=0.973)", "older than the newest 20"
+    kept_by: tuple[str, ...] = ()  # the policies (and rules) that kept it, in policy order
+
+
+class Policy(Protocol):
+    def keeps(self, records: Sequence[CheckpointRecord]) -> dict[int, str]:
+        """{epoch: reason} for the records this policy keeps; records are sorted by epoch."""
+
+
+def _positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LatestN:
+    n: int  # how many of the newest confirmed-stored checkpoints to keep
+
+    def __post_init__(self) -> None:
+        _positive("keep (newest N)", self.n)
+
+    def keeps(self, records):
+        stored = [r.epoch for r in records if r.stored]
+        return {e: f"newest {self.n}" for e in stored[-self.n:]}
+
+
+@dataclass(frozen=True)
+class BestK:
+    k: int  # how many of the best checkpoints by the monitored value to keep
+    mode: Mode = "max"  # "max": higher is better (map); "min": lower is better (mean_rank, loss)
+    monitor: str = "map"  # the metric's name, for the reason
+
+    def __post_init__(self) -> None:
+        _positive("keep-best K", self.k)
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+
+    def keeps(self, records):
+        scored = [r for r in records if r.value is not None and not math.isnan(r.value)]
+        sign = -1.0 if self.mode == "max" else 1.0
+        # Ties go to the earlier epoch, as early stopping's "best" does (it needs a strict gain).
+        ranked = sorted(scored, key=lambda r: (sign * r.value, r.epoch))[: self.k]
+        label = "best" if self.k == 1 else f"best {self.k}"
+        return {r.epoch: f"{label} ({self.monitor}={r.value:.6g})" for r in ranked}
+
+
+@dataclass(frozen=True)
+class EveryK:
+    k: int  # keep the epochs that are multiples of k
+
+    def __post_init__(self) -> None:
+        _positive("keep-every K", self.k)
+
+    def keeps(self, records):
+        return {r.epoch: f"every {self.k} epochs" for r in records if r.epoch % self.k == 0 and r.epoch}
+
+
+@dataclass(frozen=True)
+class KeepAll:
+    def keeps(self, records):
+        return {r.epoch: KEEP_ALL for r in records}
+
+
+@dataclass(frozen=True)
+class Protect:
+    epochs: frozenset[int] = field(default_factory=frozenset)  # kept whatever else says
+    label: str = PROTECTED  # the reason given for them
+
+    def keeps(self, records):
+        return {r.epoch: self.label for r in records if r.epoch in self.epochs}
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The retention flags of ``train`` and ``cleanup``, validated; ``policies`` composes them."""
+
+    keep: int | None = 20  # newest N kept (--keep / --keep-checkpoints); None keeps every one
+    keep_best: int = 1  # best K by the monitored metric also kept (--keep-best); 0 turns it off
+    keep_every: int = 0  # epochs that are multiples of K also kept (--keep-every); 0 turns it off
+
+    def __post_init__(self) -> None:
+        if self.keep is not None:
+            _positive("keep (newest N)", self.keep)
+        for name in ("keep_best", "keep_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 turns it off), got {value!r}")
+
+    def policies(self, *, mode: Mode = "max", monitor: str = "map") -> list[Policy]:
+        if self.keep is None:
+            return [KeepAll()]
+        out: list[Policy] = [LatestN(self.keep)]
+        if self.keep_best:
+            out.append(BestK(self.keep_best, mode, monitor))
+        if self.keep_every:
+            out.append(EveryK(self.keep_every))
+        return out
+
+    def describe(self) -> str:
+        """For the user: "newest 20 + best 1 + every 50 epochs"."""
+        if self.keep is None:
+            return "every checkpoint"
+        parts = [f"newest {self.keep}"]
+        parts += [f"best {self.keep_best}"] if self.keep_best else []
+        parts += [f"every {self.keep_every} epochs"] if self.keep_every else []
+        return " + ".join(parts)
 
 
 def check_keep(keep: int | None) -> None:
     """Raise ValueError unless ``keep`` is None (keep everything) or an integer >= 1."""
-    if keep is None:
-        return
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be an integer >= 1 (or None to keep every checkpoint), got {keep!r}")
+    if keep is not None:
+        _positive("keep", keep)
 
 
 def _sorted_unique(records: Iterable[CheckpointRecord]) -> list[CheckpointRecord]:
@@ -67,56 +179,37 @@ def _sorted_unique(records: Iterable[CheckpointRecord]) -> list[CheckpointRecord
     return ordered
 
 
-def decide(
-    records: Iterable[CheckpointRecord],
-    *,
-    keep: int | None,
-    best_epoch: int | None = None,
-    protect: Iterable[int] = (),
-    best_label: str = "best",
-) -> list[Decision]:
-    """One decision per record, ordered by epoch.
+def _drop_reason(policies: Sequence[Policy]) -> str:
+    latest = [p for p in policies if isinstance(p, LatestN)]
+    if latest:
+        return f"older than the newest {latest[0].n}"
+    return "kept by no policy"
 
-    keep: how many of the newest confirmed-stored checkpoints to keep; None keeps everything.
-    best_epoch: kept even outside the newest ``keep``; ignored when no record has that epoch.
-    protect: epochs kept regardless (the checkpoint the run resumed from, say).
-    best_label: the reason given for the best, e.g. "best (map=0.973)".
-    Several reasons that apply to one kept record are joined with "; ".
-    """
-    check_keep(keep)
+
+def decide(records: Iterable[CheckpointRecord], policies: Sequence[Policy]) -> list[Decision]:
+    """One decision per record, ordered by epoch: kept when any policy (or the not-stored rule)
+    keeps it, with every reason joined by "; "."""
     ordered = _sorted_unique(records)
-    if keep is None:
-        return [Decision(r, True, DISABLED) for r in ordered]
-
-    stored = [r.epoch for r in ordered if r.stored]
-    newest = set(stored[-keep:])
-    protected = set(protect)
+    kept = [p.keeps(ordered) for p in policies]
     decisions = []
     for r in ordered:
-        reasons = []
-        if r.epoch in newest:
-            reasons.append(f"newest {keep}")
-        if best_epoch is not None and r.epoch == best_epoch:
-            reasons.append(best_label)
-        if r.epoch in protected:
-            reasons.append(PROTECTED)
+        reasons = list(dict.fromkeys(k[r.epoch] for k in kept if r.epoch in k))  # each once
         if not r.stored:
             reasons.append(NOT_STORED)
         if reasons:
-            decisions.append(Decision(r, True, "; ".join(reasons)))
+            decisions.append(Decision(r, True, "; ".join(reasons), tuple(reasons)))
         else:
-            decisions.append(Decision(r, False, f"older than the newest {keep}"))
+            decisions.append(Decision(r, False, _drop_reason(policies)))
     return decisions
 
 
-def to_delete(
-    records: Iterable[CheckpointRecord],
-    *,
-    keep: int | None,
-    best_epoch: int | None = None,
-    protect: Iterable[int] = (),
-    best_label: str = "best",
-) -> list[Decision]:
-    """Only the deletions of ``decide`` (same arguments), ordered by epoch."""
-    decided = decide(records, keep=keep, best_epoch=best_epoch, protect=protect, best_label=best_label)
-    return [d for d in decided if not d.keep]
+def to_delete(records: Iterable[CheckpointRecord], policies: Sequence[Policy]) -> list[Decision]:
+    """Only the deletions of ``decide``, ordered by epoch."""
+    return [d for d in decide(records, policies) if not d.keep]
+
+
+def monitored_values(history: Iterable[tuple[int, float]], *, start: int) -> dict[int, float]:
+    """{epoch: value} of the monitored metric that best K ranks by: one value per step (the last
+    logged, since a resumed run logs some steps again), only from epoch ``start`` on (burn-in
+    evaluations count neither for early stopping nor for "best")."""
+    return {e: v for e, v in dedupe(history) if e >= start}

@@ -65,6 +65,8 @@ def _classify_one(exc: BaseException) -> str | None:
 
     if isinstance(exc, PermissionError):
         return PERMISSION
+    if "database is locked" in str(exc):  # SQLite: another writer holds the lock for a moment
+        return TRANSIENT
     if isinstance(exc, FileNotFoundError):
         return NOT_FOUND
     status = _http_status(exc)

@@ -1,9 +1,11 @@
-"""The glue: every training run is an MLflow run. Per epoch: log metrics -> save -> upload ->
-confirm -> retain -> delete. Early stopping folds metric values read back from the store;
-resume rebuilds everything from the store and the run's checkpoint folder.
+"""The glue: every training run is an MLflow run. Per epoch: log metrics -> save -> record in the
+manifest -> upload -> confirm -> retain (inventory -> policies -> deleter -> bookkeeping).
+Early stopping folds metric values read back from the store; resume rebuilds everything from
+the store and the run's manifest.
 
-What is never deleted: the final model, the best checkpoint (with keep_best), the checkpoint
-the run resumed from, a checkpoint whose upload was not confirmed, and any file not ours.
+What is never deleted: the final model, a checkpoint kept by a policy (newest N, best K, every
+k-th), the checkpoint the run resumed from, a checkpoint whose upload was not confirmed, and
+any file that the run's manifest does not prove is its own.
 """
 
 from __future__ import annotations
@@ -21,52 +23,18 @@ from hype.config import TrainConfig
 from hype.data import Graph
 from hype.train import EpochResult, TrainState
 from tracker import faults, layout
-from tracker.checkpoints.files import save_atomic
-from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.checkpoints.files import save_atomic, sha256_of
+from tracker.checkpoints.lifecycle import RunCheckpoints, retained_tags
+from tracker.checkpoints.manifest import Entry
 from tracker.fmt import human_bytes
-from tracker.layout import PROJECT_ROOT
 from tracker.policy import names, stopping
-from tracker.policy.retention import CheckpointRecord, decide
-from tracker.store import retry as stores
-from tracker.store.errors import (
-    DeleteUnsupported,
-    StoreError,
-    StorePermissionError,
-    StoreUnavailable,
-    TrackingError,
-)
+from tracker.policy.retention import CheckpointRecord, Protect
+from tracker.store import retry
+from tracker.store.errors import StoreError, StorePermissionError, StoreUnavailable, TrackingError
 from tracker.training import interrupts
+from tracker.training.config import TrackerConfig
 
-RETRY = stores.RetryPolicy()  # backoff while the tracking store is unreachable (about 60 s)
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    model_name: str = "model"  # file prefix: <model>_epoch0001.pth per epoch, <model>.pth final
-    keep: int | None = 20  # newest epoch checkpoints kept per run (local and tracked); None keeps all
-    keep_best: bool = True  # also keep the best checkpoint by `monitor`, outside the newest `keep`
-    monitor: str = "map"  # metric for early stopping and "best": map, mean_rank, loss, map_sampled
-    mode: str | None = None  # "max" or "min"; None infers it from the metric's name
-    patience: int = 6  # evaluations after burn-in without improvement before stopping
-    min_delta: float = 0.0  # an improvement must beat the best by more than this
-    checkpoint_root: Path = PROJECT_ROOT / "checkpoints"  # a run writes under <root>/<run_id>/
-    plot_every: int = 0  # also log the Poincaré-disk picture every K epochs (0: only at the end)
-    log_pyfunc: bool = True  # log the final embedding once as an MLflow (pyfunc) model
-    disk_margin: int = 256 * 2**20  # bytes that must stay free after the retained checkpoints
-    force: bool = False  # start even when the retained checkpoints would not fit
-
-    def stop_config(self, burnin: int) -> stopping.StopConfig:
-        mode = self.mode or stopping.infer_mode(self.monitor)
-        # evaluations at epochs <= burnin do not count: the lr is divided by 100 there
-        return stopping.StopConfig(self.patience, self.min_delta, mode, burnin + 1)
-
-    def params(self) -> dict:
-        return {"model_name": self.model_name,
-                "keep_checkpoints": "all" if self.keep is None else self.keep,
-                "keep_best": self.keep_best, "monitor": self.monitor,
-                "mode": self.mode or stopping.infer_mode(self.monitor), "patience": self.patience,
-                "min_delta": self.min_delta, "plot_every": self.plot_every,
-                "log_pyfunc": self.log_pyfunc}
+RETRY = retry.RetryPolicy()  # backoff while the tracking store is unreachable (about 60 s)
 
 
 def say(msg: str) -> None:
@@ -74,37 +42,55 @@ def say(msg: str) -> None:
 
 
 @dataclass
-class Retained:
-    """What this run holds: epoch -> record, mirrored on the local disk and the tracking store."""
+class RunContext:
+    """What every part of a tracked run shares: where it is tracked and what it trains."""
 
-    records: dict[int, CheckpointRecord] = field(default_factory=dict)
+    client: MlflowClient
+    run_id: str
+    graph: Graph
+    config: TrainConfig
+    tconfig: TrackerConfig
+    checkpoints: RunCheckpoints  # the run's verified folder, manifest and tracked folder
 
-    def sorted(self) -> list[CheckpointRecord]:
-        return [self.records[e] for e in sorted(self.records)]
+    @property
+    def local_dir(self) -> Path:
+        return self.checkpoints.folder
+
+
+@dataclass
+class Progress:
+    """What a run has learnt so far, rebuilt on resume from the store's history."""
+
+    stop_state: stopping.StopState = field(default_factory=stopping.StopState)
+    values: dict[int, float] = field(default_factory=dict)  # monitored metric after burn-in, by epoch
+    retained: list[CheckpointRecord] = field(default_factory=list)  # what the run holds now
+    resumed_from: int | None = None  # protected until a newer checkpoint is stored
+    best_emb: torch.Tensor | None = None  # weights of the best epoch, for the final model
 
 
 class TrackedTraining:
     """hype.train callbacks that track one MLflow run (fresh or resumed)."""
 
-    def __init__(self, client: MlflowClient, run_id: str, graph: Graph, config: TrainConfig,
-                 tconfig: TrackerConfig, *, local_dir: Path, store: TrackedCheckpoints,
-                 stop_state: stopping.StopState, retained: Retained, resumed_from: int | None = None,
-                 best_emb: torch.Tensor | None = None):
-        self.client, self.run_id, self.graph = client, run_id, graph
-        self.config, self.tconfig = config, tconfig
-        self.local_dir, self.store = local_dir, store
-        self.stop_cfg = tconfig.stop_config(config.burnin)
-        self.stop_state = stop_state
-        self.retained = retained
-        self.resumed_from = resumed_from
-        self.best_emb = best_emb
+    def __init__(self, ctx: RunContext, progress: Progress):
+        self.ctx, self.progress = ctx, progress
+        self.client, self.run_id, self.graph = ctx.client, ctx.run_id, ctx.graph
+        self.config, self.tconfig = ctx.config, ctx.tconfig
+        self.local_dir = ctx.local_dir
+        self.stop_cfg = ctx.tconfig.stop_config(ctx.config.burnin)
         self.freed_bytes = 0
         self.written_bytes = 0
         self.delete_warned = False
-        self.unconfirmed_deletes: set[str] = set()  # deleted, not yet seen gone in a listing
         self.logged_tags: dict[str, str] = {}  # run tags as last sent, to send only changes
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # wall time spent in this class (logging, saving, retention)
+
+    @property
+    def stop_state(self) -> stopping.StopState:
+        return self.progress.stop_state
+
+    @property
+    def best_emb(self) -> torch.Tensor | None:
+        return self.progress.best_emb
 
     # -- per epoch -------------------------------------------------------------------------
     def on_epoch_end(self, result: EpochResult, state: TrainState) -> str | None:
@@ -122,7 +108,7 @@ class TrackedTraining:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, result.epoch) for k, v in values.items()]
         # Tags ride along only when they changed: each one costs a write in the store.
-        tags = {layout.TAG_RETAINED: str(len(self.retained.records))}
+        tags = retained_tags(self.progress.retained)
         if self.stop_state.best_epoch is not None:
             tags[layout.TAG_BEST_EPOCH] = str(self.stop_state.best_epoch)
         changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
@@ -147,11 +133,14 @@ class TrackedTraining:
         value = run.data.metrics.get(self.tconfig.monitor)
         if value is None:
             raise TrackingError(f"the store did not return {self.tconfig.monitor} for epoch {epoch}")
-        before = self.stop_state.best_epoch
-        self.stop_state = stopping.fold(self.stop_state, epoch, value, self.stop_cfg)
-        if self.stop_state.best_epoch == epoch and before != epoch:
-            self.best_emb = state.emb.detach().clone()
-        stop, reason = stopping.should_stop(self.stop_state, self.stop_cfg, self.tconfig.monitor)
+        p = self.progress
+        if epoch >= self.stop_cfg.burnin:
+            p.values[epoch] = float(value)  # what best K ranks by, as cleanup reads it from the store
+        before = p.stop_state.best_epoch
+        p.stop_state = stopping.fold(p.stop_state, epoch, value, self.stop_cfg)
+        if p.stop_state.best_epoch == epoch and before != epoch:
+            p.best_emb = state.emb.detach().clone()
+        stop, reason = stopping.should_stop(p.stop_state, self.stop_cfg, self.tconfig.monitor)
         if stop:
             self._call(self.client.set_tag, self.run_id, layout.TAG_STOP_REASON, reason)
             say(reason)
@@ -162,84 +151,83 @@ class TrackedTraining:
         t0 = time.perf_counter()
         name = names.checkpoint_name(self.tconfig.model_name, state.epoch)
         path = self.local_dir / name
+        ckpt = state.checkpoint()
+        ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
         try:
-            size = save_atomic(state.checkpoint(), path)
+            size = save_atomic(ckpt, path)
+            sha = sha256_of(path)
         except OSError as e:  # disk full, folder gone or read-only: the older checkpoints stay
             raise TrackingError(f"could not write checkpoint {path}: {e.strerror or e}; nothing was "
                                 "deleted. Free space (or fix the folder), then resume with: "
                                 f"python cli.py train --resume {self.run_id}") from None
+        manifest = self.ctx.checkpoints.manifest
+        manifest.record(Entry(state.epoch, name, size, sha, "written", self.progress.values.get(state.epoch)))
         self.written_bytes += size
-        self.retained.records[state.epoch] = CheckpointRecord(state.epoch, name, size, stored=False)
-        self._upload(path)
+        listing = self._upload(path)
         faults.point("upload")
-        self.retained.records[state.epoch] = CheckpointRecord(state.epoch, name, size, stored=True)
-        kept = len(self.retained.records)
-        limit = "all" if self.tconfig.keep is None else self.tconfig.keep
+        manifest.set_state(state.epoch, "stored")
         if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
-            projected = size * (self.config.epochs - state.epoch + kept)
+            projected = size * (self.config.epochs - state.epoch + len(self.progress.retained) + 1)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
                 f"{human_bytes(projected)} here and in the tracking store by epoch {self.config.epochs}")
-        if self.retention_blocked:
-            shown, limit = kept, "all: retention blocked"
-        else:
-            shown = min(kept, self.tconfig.keep or kept)
-        say(f"Checkpoint saved: {name} (keeping {shown}/{limit})")
         # The checkpoint we resumed from was protected until a newer one was confirmed stored,
-        # which this one now is: from here on it is an old checkpoint like any other (protecting
-        # it through this retention left N+1 behind when the run ended one epoch after resuming).
-        self.resumed_from = None
-        self.apply_retention()
+        # which this one now is: from here on it is an old checkpoint like any other.
+        self.progress.resumed_from = None
+        self.apply_retention(listing=listing, saved=name)
         self.tracking_seconds += time.perf_counter() - t0
 
     # -- retention -------------------------------------------------------------------------
-    def decisions(self):
-        best = self.stop_state.best_epoch if self.tconfig.keep_best else None
-        label = "best"
-        if best is not None and self.stop_state.best is not None:
-            label = f"best ({self.tconfig.monitor}={self.stop_state.best:.6g})"
-        protect = [] if self.resumed_from is None else [self.resumed_from]
-        return decide(self.retained.sorted(), keep=self.tconfig.keep, best_epoch=best,
-                      protect=protect, best_label=label)
+    def policies(self) -> list:
+        """The run's retention policies, plus early stopping's best and the resumed-from epoch."""
+        p, out = self.progress, self.tconfig.policies()
+        if self.tconfig.keep is not None and self.tconfig.keep_best and p.stop_state.best_epoch is not None:
+            out.append(Protect(frozenset({p.stop_state.best_epoch}),
+                               f"best ({self.tconfig.monitor}={p.stop_state.best:.6g})"))
+        if p.resumed_from is not None:
+            out.append(Protect(frozenset({p.resumed_from})))
+        return out
 
-    def apply_retention(self) -> None:
+    def apply_retention(self, *, listing: dict | None = None, saved: str | None = None,
+                        confirm: bool = False) -> None:
+        """One pass of the lifecycle; ``listing`` is the tracked folder as the upload just saw it."""
+        ck = self.ctx.checkpoints
+        plan = ck.plan(self.policies(), listing=listing, values=self.progress.values)
         if self.retention_blocked:
+            self.progress.retained = plan.inventory.records()
             return
-        for d in self.decisions():
-            if d.keep:
-                continue
-            rec = d.record
-            # Tracked copy first: if the store refuses (no permission), the local copy stays.
-            try:
-                self.store.delete(rec.name, confirm=False)  # confirmed by the next listing
-                self.unconfirmed_deletes.add(rec.name)
-                where = "local + tracked"
-            except StorePermissionError as e:
-                self.retention_blocked = True
-                say(f"ERROR: retention cannot delete tracked checkpoints: {e}. This run keeps "
-                    "every checkpoint, locally and in the store; free them later with: "
-                    f"python cli.py cleanup --run-id {self.run_id}")
-                self._call(self.client.set_tag, self.run_id, layout.TAG_RETENTION_ERROR,
-                           "permission denied: deleting artifacts needs MANAGE")
-                return
-            except StoreUnavailable as e:
-                raise TrackingError(f"{e}. Nothing was deleted locally; resume with: "
-                                    f"python cli.py train --resume {self.run_id}") from None
-            except DeleteUnsupported as e:
-                if not self.delete_warned:
-                    say(f"WARNING: {e}; tracked checkpoints are kept, local copies are deleted")
-                    self.delete_warned = True
-                where = "local only; the store cannot delete"
-            faults.point("delete")
-            (self.local_dir / rec.name).unlink(missing_ok=True)
-            del self.retained.records[rec.epoch]
-            self.freed_bytes += rec.size or 0
-            say(f"Deleted old checkpoint: {rec.name} ({where}, {human_bytes(rec.size)} freed; {d.reason})")
+        if saved is not None:
+            limit = "all" if self.tconfig.keep is None else self.tconfig.retention.describe()
+            say(f"Checkpoint saved: {saved} (keeping {len(plan.kept)}: {limit})")
+        applied = ck.apply(plan, confirm=confirm)
+        for d in applied.deletions:
+            self.freed_bytes += d.freed
+            if d.status == "failed":
+                say(f"WARNING: could not delete {d.item.name}: {d.error}; it is kept")
+            elif d.local.startswith("not ours"):
+                say(f"WARNING: {d.item.name}: {d.local}")
+            else:
+                say(f"Deleted old checkpoint: {d.item.name} ({d.where}, {human_bytes(d.freed)} freed; "
+                    f"{d.reason})")
+            if d.tracked.startswith("kept: the store cannot") and not self.delete_warned:
+                say("WARNING: the artifact store cannot delete; tracked checkpoints are kept, "
+                    "local copies are deleted")
+                self.delete_warned = True
+        self.progress.retained = applied.retained
+        if isinstance(applied.error, StorePermissionError):
+            self.retention_blocked = True
+            say(f"ERROR: retention cannot delete tracked checkpoints: {applied.error}. This run keeps "
+                "every checkpoint, locally and in the store; free them later with: "
+                f"python cli.py cleanup --run-id {self.run_id}")
+            self._call(self.client.set_tag, self.run_id, layout.TAG_RETENTION_ERROR,
+                       "permission denied: deleting artifacts needs MANAGE")
+        elif isinstance(applied.error, StoreUnavailable):
+            raise TrackingError(f"{applied.error}. Nothing was deleted locally; resume with: "
+                                f"python cli.py train --resume {self.run_id}") from None
 
     # -- store calls -------------------------------------------------------------------------
-    def _upload(self, path: Path) -> None:
+    def _upload(self, path: Path) -> dict:
         try:
-            stored = self.store.upload(path)
-            self._confirm_deleted(stored.listing)
+            return self.ctx.checkpoints.store.upload(path).listing
         except StoreError as e:
             raise TrackingError(
                 f"could not store {path.name} in the tracking store ({e}); the checkpoint is safe at "
@@ -247,17 +235,9 @@ class TrackedTraining:
             ) from None
 
     def confirm_pending_deletes(self) -> None:
-        """At the end of the run no upload follows: list once to confirm the last deletes."""
-        if self.unconfirmed_deletes:
-            self._confirm_deleted(self.store.list())
-
-    def _confirm_deleted(self, listing: dict) -> None:
-        """The last epoch's tracked deletes, confirmed by this epoch's upload listing (one request
-        fewer per epoch than listing after each delete). One still listed is deleted again, and
-        this time confirmed on its own."""
-        for name in sorted(self.unconfirmed_deletes & listing.keys()):
-            self.store.delete(name)
-        self.unconfirmed_deletes.clear()
+        """At the end of the run no upload follows: one more pass, with its own listing, so that
+        a tracked delete the last upload did not confirm is confirmed (or done again)."""
+        self.apply_retention(confirm=True)
 
     def _call(self, fn, *args, **kwargs):
         """A tracking call, retried with backoff while the store is unreachable."""
@@ -265,11 +245,11 @@ class TrackedTraining:
 
 
 def call_with_retry(fn, *args, run_id: str, **kwargs):
-    """A tracking-store call, retried with backoff while the store is unreachable; then a clear
-    error that says how to resume (local checkpoints are never deleted on this path)."""
+    """A tracking-store call through the one retry helper; an outage that outlasts it becomes
+    a clear error that says how to resume (local checkpoints are never deleted on this path)."""
     try:
-        return stores.call_with_retry(getattr(fn, "__name__", "tracking call"),
-                                      lambda: fn(*args, **kwargs), RETRY)
+        return retry.call_with_retry(getattr(fn, "__name__", "tracking call"),
+                                     lambda: fn(*args, **kwargs), RETRY)
     except StoreUnavailable as e:
         raise TrackingError(f"{e}. Local checkpoints are kept; resume with: "
                             f"python cli.py train --resume {run_id}") from None

@@ -1,0 +1,75 @@
+"""What the tracker adds to a training run's configuration, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracker.layout import PROJECT_ROOT
+from tracker.policy import stopping
+from tracker.policy.names import model_name_problem
+from tracker.policy.retention import Policy, Retention
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    model_name: str = "model"  # file prefix: <model>_epoch0001.pth per epoch, <model>.pth final
+    keep: int | None = 20  # newest epoch checkpoints kept per run (local and tracked); None keeps all
+    keep_best: int = 1  # also keep the K best checkpoints by `monitor`; 0 turns it off
+    keep_every: int = 0  # also keep every K-th epoch's checkpoint (50, 100, ...); 0 turns it off
+    monitor: str = "map"  # metric for early stopping and "best": map, mean_rank, loss, map_sampled
+    mode: str | None = None  # "max" or "min"; None infers it from the metric's name
+    patience: int = 6  # evaluations after burn-in without improvement before stopping
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    checkpoint_root: Path = PROJECT_ROOT / "checkpoints"  # a run writes under <root>/<run_id>/
+    plot_every: int = 0  # also log the Poincaré-disk picture every K epochs (0: only at the end)
+    log_pyfunc: bool = True  # log the final embedding once as an MLflow (pyfunc) model
+    disk_margin: int = 256 * 2**20  # bytes that must stay free after the retained checkpoints
+    force: bool = False  # start even when the retained checkpoints would not fit
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep_best, bool):  # the old boolean form: True meant the one best
+            object.__setattr__(self, "keep_best", int(self.keep_best))
+        self.retention  # noqa: B018 - validates keep, keep_best, keep_every
+        problem = model_name_problem(self.model_name)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(self.keep, self.keep_best, self.keep_every)
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or stopping.infer_mode(self.monitor)
+
+    def policies(self) -> list[Policy]:
+        return self.retention.policies(mode=self.resolved_mode, monitor=self.monitor)
+
+    def stop_config(self, burnin: int) -> stopping.StopConfig:
+        # evaluations at epochs <= burnin do not count: the lr is divided by 100 there
+        return stopping.StopConfig(self.patience, self.min_delta, self.resolved_mode, burnin + 1)
+
+    def params(self) -> dict:
+        return {"model_name": self.model_name,
+                "keep_checkpoints": "all" if self.keep is None else self.keep,
+                "keep_best": self.keep_best, "keep_every": self.keep_every, "monitor": self.monitor,
+                "mode": self.resolved_mode, "patience": self.patience,
+                "min_delta": self.min_delta, "plot_every": self.plot_every,
+                "log_pyfunc": self.log_pyfunc}
+
+    @classmethod
+    def from_params(cls, p: dict, tags: dict | None = None) -> TrackerConfig:
+        """Rebuild from a run's (string) params, as ``params`` logged them; runs made before
+        keep_best took a count logged "True"/"False"."""
+        tags = tags or {}
+        keep = p.get("keep_checkpoints", "20")
+        best = p.get("keep_best", "1")
+        return cls(
+            model_name=p.get("model_name", tags.get("hype.model_name", "model")),
+            keep=None if keep in ("all", "0", "None") else int(keep),
+            keep_best={"True": 1, "False": 0}.get(best, None) if best in ("True", "False") else int(best),
+            keep_every=int(p.get("keep_every", 0)),
+            monitor=p.get("monitor", "map"), mode=p.get("mode"), patience=int(p.get("patience", 6)),
+            min_delta=float(p.get("min_delta", 0.0)), plot_every=int(p.get("plot_every", 0)),
+            log_pyfunc=p.get("log_pyfunc", "True") == "True")

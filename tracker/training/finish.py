@@ -1,0 +1,70 @@
+"""Finish a tracked run: the final model (best weights), evaluated exactly, logged once; the run closed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Metric, RunTag
+
+from hype.evaluate import reconstruction
+from hype.train import TrainState
+from tracker import layout
+from tracker.checkpoints.files import save_atomic
+from tracker.checkpoints.lifecycle import retained_tags
+from tracker.policy import names
+from tracker.training.callbacks import TrackedTraining, call_with_retry
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    experiment_id: str
+    final_metrics: dict
+    best_epoch: int | None
+    stop_reason: str | None
+    final_path: Path
+    epochs_run: int
+    tracking_seconds: float
+    train_seconds: float
+    freed_bytes: int
+
+
+def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path]:
+    """Save and log the final model (best weights), evaluate it exactly, close the run."""
+    client, run_id, tconfig = tracked.client, tracked.run_id, tracked.tconfig
+    tracked.confirm_pending_deletes()
+    best_epoch = tracked.stop_state.best_epoch if tracked.best_emb is not None else None
+    emb = tracked.best_emb if tracked.best_emb is not None else state.emb
+    epoch = best_epoch if best_epoch is not None else state.epoch
+    r = reconstruction(emb, tracked.graph, tracked.config.manifold)
+    final = {"final_mean_rank": float(r.mean_rank), "final_map": float(r.map)}
+    ckpt = state.checkpoint()
+    ckpt.update(embeddings=emb.detach().clone(), epoch=epoch, final=True)
+    path = tracked.local_dir / names.final_name(tconfig.model_name)
+    save_atomic(ckpt, path)
+    call_with_retry(client.log_artifact, run_id, str(path), layout.FINAL_FOLDER, run_id=run_id)
+    call_with_retry(client.log_batch, run_id, metrics=[_metric(k, v, state.epoch) for k, v in final.items()],
+                    run_id=run_id)
+    from tracker.plot import log_disk_plot
+
+    call_with_retry(log_disk_plot, client, run_id, emb, tracked.graph, tracked.config.manifold, epoch=None,
+                    run_id=run_id)
+    if tconfig.log_pyfunc:
+        from tracker.serving.log import log_pyfunc
+
+        log_pyfunc(client, run_id, path)
+    tags = {layout.TAG_FINAL_EPOCH: str(epoch), **retained_tags(tracked.progress.retained),
+            layout.TAG_STOP_REASON: stop_reason or f"finished: reached {state.epoch} epochs"}
+    if tracked.stop_state.best_epoch is not None:
+        tags[layout.TAG_BEST_EPOCH] = str(tracked.stop_state.best_epoch)
+        tags[layout.TAG_BEST_VALUE] = f"{tracked.stop_state.best:.6g}"
+    call_with_retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()],
+                    run_id=run_id)  # one request for all of them
+    call_with_retry(client.set_terminated, run_id, "FINISHED", run_id=run_id)
+    return final, path
+
+
+def _metric(key, value, step):
+    return Metric(key, float(value), int(time.time() * 1000), step)

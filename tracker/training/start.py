@@ -1,0 +1,75 @@
+"""Start a tracked run: create (or adopt `mlflow run`'s) MLflow run, bind its checkpoint folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from hype.config import TrainConfig
+from hype.data import Graph
+from hype.train import TrainState, new_state
+from tracker import layout
+from tracker.checkpoints.lifecycle import RunCheckpoints
+from tracker.checkpoints.manifest import Binding, Manifest
+from tracker.checkpoints.tracked import TrackedCheckpoints
+from tracker.store.errors import TrackingError
+from tracker.store.open import get_or_create_experiment
+from tracker.store.redact import redact
+from tracker.training.callbacks import Progress, RunContext, TrackedTraining
+from tracker.training.config import TrackerConfig
+
+
+def dataset_params(graph: Graph) -> dict:
+    return {"dataset_path": str(Path(graph.path).resolve()), "dataset_sha256": graph.sha256,
+            "dataset_nodes": graph.num_nodes, "dataset_edges": graph.num_edges}
+
+
+def make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path under a file, a read-only mount, ...
+        raise TrackingError(f"cannot use checkpoint folder {path}: {e.strerror or e}") from None
+
+
+def bind_folder(folder: Path, client: MlflowClient, run_id: str, tconfig: TrackerConfig) -> Manifest:
+    """Create (or open, for this run only) the manifest that makes ``folder`` run_id's."""
+    uri = client.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"  # the manifest outlives the cwd
+    return Manifest.create(folder, Binding(run_id, uri, tconfig.model_name, tconfig.monitor,
+                                           tconfig.resolved_mode))
+
+
+def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig, tconfig: TrackerConfig,
+              *, experiment: str, run_name: str | None) -> tuple[TrackedTraining, TrainState]:
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+
+    tags = {layout.TAG_MODEL_NAME: tconfig.model_name, layout.TAG_MONITOR: tconfig.monitor}
+    make_folder(Path(tconfig.checkpoint_root))  # before the run exists: no orphan RUNNING run
+    if MLFLOW_RUN_ID.get():  # `mlflow run` created the run (and logged its -P params): use it
+        try:
+            run = client.get_run(MLFLOW_RUN_ID.get())
+        except MlflowException:
+            raise TrackingError(f"MLFLOW_RUN_ID={MLFLOW_RUN_ID.get()} is not a run in {redact(uri)}; "
+                                "unset it to start a new run") from None
+        get_or_create_experiment(client, uri, client.get_experiment(run.info.experiment_id).name)
+        for k, v in tags.items():
+            client.set_tag(run.info.run_id, k, v)
+    else:
+        exp_id = get_or_create_experiment(client, uri, experiment)
+        run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    local_dir = Path(tconfig.checkpoint_root) / run_id
+    make_folder(local_dir)
+    manifest = bind_folder(local_dir, client, run_id, tconfig)
+    client.set_tag(run_id, layout.TAG_CHECKPOINT_DIR, str(local_dir.resolve()))  # a hint, verified on use
+    params = {**config.to_dict(), **tconfig.params(), **dataset_params(graph)}
+    # A param is logged once: `mlflow run` already logged the -P values under the same names.
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in run.data.params])
+    checkpoints = RunCheckpoints(run_id, tconfig.model_name, store=TrackedCheckpoints(run_id, client=client),
+                                 folder=local_dir, manifest=manifest)
+    ctx = RunContext(client, run_id, graph, config, tconfig, checkpoints)
+    return TrackedTraining(ctx, Progress()), new_state(graph, config)
