@@ -1,5 +1,5 @@
-"""The tracking-store cleanup engine: pure decisions as tables, then runs made by the real trainer
-on a real SQLite store under tmp_path."""
+"""Tracking-store cleanup of runs made by the real trainer, on a real SQLite store (and a real
+server) under tmp_path. The decisions themselves are tested as tables in test_policies.py."""
 
 from __future__ import annotations
 
@@ -14,103 +14,13 @@ from tests.repos import NoDeleteRepository
 from tracker import layout
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.cleanup import runs as ct
-from tracker.cleanup.local import CleanupError
-from tracker.policy.retention import NOT_STORED, CheckpointRecord
-from tracker.store.errors import StorePermissionError
+from tracker.cleanup import targets
+from tracker.cleanup.render import render_result
+from tracker.cleanup.runs import CleanupError
+from tracker.policy.retention import Retention
+from tracker.store.errors import StoreError, StorePermissionError
 from tracker.training.callbacks import TrackerConfig
 from tracker.training.session import run_training
-
-
-def ck(epoch, model="m"):
-    return f"{model}_epoch{epoch:04d}.pth"
-
-
-def kept(plan):
-    return [d.record.name for g in plan.groups for d in g.kept]
-
-
-def deleted(plan):
-    return [d.record.name for _, d in plan.deletions]
-
-
-def reasons(plan):
-    return {d.record.name: d.reason for g in plan.groups for d in g.decisions}
-
-
-# --- deciding: pure ---------------------------------------------------------------------------
-
-
-def test_same_rule_on_both_sides_best_kept():
-    tracked = {ck(e): 100 for e in range(1, 6)}
-    local = [CheckpointRecord(e, ck(e), 100) for e in range(1, 6)]
-    d = ct.decide_run(tracked=tracked, local=local, keep=2, model="m", best_epoch=1,
-                      best_label="best (map=0.9)", local_location="/run")
-    assert kept(d.tracked) == kept(d.local) == [ck(1), ck(4), ck(5)]
-    assert deleted(d.tracked) == deleted(d.local) == [ck(2), ck(3)]
-    assert reasons(d.tracked)[ck(1)] == "best (map=0.9)"
-    assert reasons(d.local)[ck(3)] == "older than the newest 2"
-
-
-def test_local_only_checkpoint_is_kept_and_not_counted_among_the_newest():
-    # epoch 6 was written but its upload never confirmed: the store's newest 2 are 4 and 5
-    tracked = {ck(e): 100 for e in range(1, 6)}
-    local = [CheckpointRecord(e, ck(e), 100) for e in range(1, 7)]
-    d = ct.decide_run(tracked=tracked, local=local, keep=2, model="m", best_epoch=None,
-                      local_location="/run")
-    assert kept(d.tracked) == [ck(4), ck(5)]
-    assert kept(d.local) == [ck(4), ck(5), ck(6)]
-    assert reasons(d.local)[ck(6)] == NOT_STORED
-
-
-def test_local_files_the_store_does_not_decide_on_are_skipped():
-    tracked = {ck(1): 1, ck(2): 1, ck(3): 1}
-    local = [CheckpointRecord(1, "m_epoch1.pth", 1),  # the store holds epoch 1 as m_epoch0001.pth
-             CheckpointRecord(2, ck(2), 1)]
-    d = ct.decide_run(tracked=tracked, local=local, keep=1, model="m", best_epoch=None,
-                      local_location="/run")
-    assert deleted(d.tracked) == [ck(1), ck(2)]
-    assert deleted(d.local) == [ck(2)]
-    assert [s.name for s in d.local.skipped] == ["m_epoch1.pth"]
-    assert "under another name" in d.local.skipped[0].reason
-
-
-def test_look_alikes_and_duplicates_in_the_store_are_never_deleted():
-    tracked = {ck(1): 1, "m_epoch1.pth": 1, ck(2): 1, ck(3): 1, "notes.txt": 1, "m.pth": 1,
-               "m_epoch4.pth.tmp": 1}
-    d = ct.decide_run(tracked=tracked, keep=1, model="m", best_epoch=None)
-    assert deleted(d.tracked) == [ck(2)]
-    assert sorted(s.name for s in d.tracked.skipped) == sorted(
-        [ck(1), "m_epoch1.pth", "notes.txt", "m.pth", "m_epoch4.pth.tmp"])
-    assert d.local is None
-
-
-def test_best_protects_every_model_when_the_run_names_none():
-    tracked = {ck(e, m): 1 for e in range(1, 5) for m in ("a", "b")}
-    d = ct.decide_run(tracked=tracked, keep=1, model=None, best_epoch=2)
-    assert kept(d.tracked) == [ck(2, "a"), ck(4, "a"), ck(2, "b"), ck(4, "b")]
-    d = ct.decide_run(tracked=tracked, keep=1, model="a", best_epoch=2)
-    assert kept(d.tracked) == [ck(2, "a"), ck(4, "a"), ck(4, "b")]
-
-
-def test_store_that_cannot_delete_keeps_tracked_copies_local_copies_go():
-    tracked = {ck(e): 1 for e in range(1, 4)}
-    local = [CheckpointRecord(e, ck(e), 1) for e in range(1, 4)]
-    d = ct.decide_run(tracked=tracked, local=local, keep=1, model="m", best_epoch=None,
-                      can_delete=False, local_location="/run")
-    assert deleted(d.tracked) == []
-    assert reasons(d.tracked)[ck(1)] == f"older than the newest 1; {ct.STORE_CANNOT_DELETE}"
-    assert deleted(d.local) == [ck(1), ck(2)]
-    assert deleted(d.retention) == [ck(1), ck(2)]
-
-
-def test_local_copy_outlives_a_failed_tracked_deletion():
-    tracked = {ck(e): 1 for e in range(1, 4)}
-    local = [CheckpointRecord(e, ck(e), 1) for e in range(1, 4)]
-    d = ct.decide_run(tracked=tracked, local=local, keep=1, model="m", best_epoch=None,
-                      tracked_failed=[ck(1)], local_location="/run")
-    assert deleted(d.local) == [ck(2)]
-    assert reasons(d.local)[ck(1)] == ct.TRACKED_FAILED
-
 
 # --- runs made by the real trainer ------------------------------------------------------------
 
@@ -157,13 +67,21 @@ def tracked_names(client, run_id, folder=layout.CHECKPOINT_FOLDER):
 
 
 def local_names(tmp_path, run_id):
-    return sorted(p.name for p in (tmp_path / "ckpt" / run_id).iterdir())
+    return sorted(p.name for p in (tmp_path / "ckpt" / run_id).iterdir() if "manifest" not in p.name)
 
 
 def clean(client, run_id, keep, *, dry_run=False, include_running=False):
     (sel,) = ct.select_runs(client, run_id=run_id)
-    plan = ct.plan_run(client, sel, keep=keep, include_running=include_running)
-    return ct.execute_run(plan, dry_run=dry_run)
+    target = targets.plan_run(client, sel, retention=Retention(keep), include_running=include_running)
+    return targets.execute(target, dry_run=dry_run)
+
+
+def statuses(result):
+    return [d.status for d in result.applied.deletions]
+
+
+def deleted_names(result):
+    return [d.item.name for d in result.applied.deletions if d.status == "deleted"]
 
 
 def test_cleans_tracked_and_local_copies_keeps_best_and_final(sqlite_tracking, tree, tmp_path):
@@ -175,21 +93,23 @@ def test_cleans_tracked_and_local_copies_keeps_best_and_final(sqlite_tracking, t
 
     dry = clean(client, run_id, keep=2, dry_run=True)
     assert tracked_names(client, run_id) == before  # a dry run deletes nothing
-    assert [o.status for o in dry.tracked.outcomes] == ["would delete"] * 3
+    assert statuses(dry) == ["would delete"] * 3
 
     report = clean(client, run_id, keep=2)
     survivors = ["tree_epoch0003.pth", "tree_epoch0005.pth", "tree_epoch0006.pth"]
     assert tracked_names(client, run_id) == survivors
     assert local_names(tmp_path, run_id) == sorted(survivors + ["tree.pth"])
     assert tracked_names(client, run_id, layout.FINAL_FOLDER) == ["tree.pth"]
-    assert report.failed == 0
-    assert [o.decision.record.name for o in report.tracked.deleted] == [
-        o.decision.record.name for o in dry.tracked.outcomes]
-    assert report.tracked.bytes_freed == dry.tracked.bytes_freed > 0
-    text = ct.render_run(report)
+    assert report.ok
+    assert deleted_names(report) == [d.item.name for d in dry.applied.deletions]
+    assert sum(d.freed for d in report.applied.deletions) == sum(d.freed for d in dry.applied.deletions) > 0
+    text = render_result(report)
     assert "best epoch 3" in text and "tree_epoch0003.pth: best (loss=" in text
+    # the run's tags say what it holds now (bookkeeping after a cleanup, not only after training)
+    tags = client.get_run(run_id).data.tags
+    assert tags[layout.TAG_RETAINED] == "3" and tags[layout.TAG_RETAINED_EPOCHS] == "3,5,6"
     # a second cleanup finds nothing more to do
-    assert clean(client, run_id, keep=2).tracked.outcomes == ()
+    assert clean(client, run_id, keep=2).applied.deletions == ()
 
 
 def test_run_still_running_is_skipped_unless_asked(sqlite_tracking, tree, tmp_path, monkeypatch):
@@ -199,9 +119,9 @@ def test_run_still_running_is_skipped_unless_asked(sqlite_tracking, tree, tmp_pa
     assert client.get_run(run_id).info.status == "RUNNING"
     before = tracked_names(client, run_id)
     report = clean(client, run_id, keep=1)
-    assert report.tracked is None and "RUNNING" in report.plan.skip_reason
+    assert report.applied is None and "RUNNING" in report.target.skip
     assert tracked_names(client, run_id) == before
-    assert "skipped, status RUNNING" in ct.render_run(report)
+    assert "skipped, status RUNNING" in render_result(report)
     report = clean(client, run_id, keep=1, include_running=True)
     assert tracked_names(client, run_id) == ["tree_epoch0003.pth", "tree_epoch0006.pth"]
 
@@ -213,8 +133,8 @@ def test_without_local_copies_only_the_store_is_cleaned(sqlite_tracking, tree, t
         p.unlink()
     (tmp_path / "ckpt" / run_id).rmdir()
     report = clean(ct.open_client(uri), run_id, keep=1)
-    assert report.local is None and len(report.tracked.deleted) == 4
-    assert "no local copies" in ct.render_run(report)
+    assert report.target.local_location is None and len(deleted_names(report)) == 4
+    assert "no local copies" in render_result(report)
 
 
 def test_failed_tracked_deletion_keeps_its_local_copy_and_others_go_ahead(
@@ -223,20 +143,35 @@ def test_failed_tracked_deletion_keeps_its_local_copy_and_others_go_ahead(
     run_id = train(uri, tree, tmp_path)
     real_delete = TrackedCheckpoints.delete
 
-    def refuse_one(self, name):
+    def refuse_one(self, name, **kw):
         if name == "tree_epoch0002.pth":
-            raise StorePermissionError(f"delete {name!r}: permission denied (403)", status=403)
-        return real_delete(self, name)
+            raise StoreError(f"delete {name!r} failed: the store answered 500")
+        return real_delete(self, name, **kw)
 
     monkeypatch.setattr(TrackedCheckpoints, "delete", refuse_one)
     report = clean(ct.open_client(uri), run_id, keep=1)
-    assert report.failed == 1
-    assert "permission denied" in report.tracked.failed[0].error
+    assert len(report.failed) == 1 and not report.ok
+    assert "500" in report.failed[0].error
     client = MlflowClient(uri)
     assert tracked_names(client, run_id) == ["tree_epoch0002.pth", "tree_epoch0003.pth",
                                              "tree_epoch0006.pth"]
     assert "tree_epoch0002.pth" in local_names(tmp_path, run_id)
     assert "tree_epoch0004.pth" not in local_names(tmp_path, run_id)
+
+
+def test_permission_refusal_stops_the_run_and_deletes_nothing_of_it(sqlite_tracking, tree, tmp_path,
+                                                                     monkeypatch):
+    uri = sqlite_tracking.tracking_uri
+    run_id = train(uri, tree, tmp_path)
+
+    def refuse(self, name, **kw):
+        raise StorePermissionError(f"delete {name!r}: permission denied (403)", status=403)
+
+    monkeypatch.setattr(TrackedCheckpoints, "delete", refuse)
+    report = clean(ct.open_client(uri), run_id, keep=1)
+    assert not report.ok and "MANAGE" in report.problems[0]
+    assert len(tracked_names(MlflowClient(uri), run_id)) == 6
+    assert len(local_names(tmp_path, run_id)) == 7  # 6 checkpoints and the final model
 
 
 def test_store_that_cannot_delete_warns_and_cleans_local_copies(sqlite_tracking, tree, tmp_path):
@@ -247,12 +182,11 @@ def test_store_that_cannot_delete_warns_and_cleans_local_copies(sqlite_tracking,
         client.create_experiment("nodelete", artifact_location=f"nodelete:{tmp_path / 'store'}")
         run_id = train(uri, tree, tmp_path, experiment="nodelete")
         report = clean(ct.open_client(uri), run_id, keep=2)
-        assert any("cannot delete" in w for w in report.plan.warnings)
-        assert report.failed == 0 and report.tracked.outcomes == ()
+        assert report.ok
+        assert {d.tracked for d in report.applied.deletions} == {"kept: the store cannot delete"}
         assert len(tracked_names(client, run_id)) == 6  # left in place, and said so
         assert local_names(tmp_path, run_id) == ["tree.pth", "tree_epoch0003.pth",
                                                  "tree_epoch0005.pth", "tree_epoch0006.pth"]
-        assert "WARNING: the artifact store" in ct.render_run(report)
     finally:
         _artifact_repository_registry._registry.pop("nodelete", None)
 
@@ -280,7 +214,7 @@ def test_through_a_tracking_server_with_proxied_artifacts(mlflow_server_proxied,
     run_id = train(uri, tree, tmp_path, experiment="cleanup-proxied")
     client = ct.open_client(uri)
     report = clean(client, run_id, keep=2)
-    assert report.failed == 0 and report.tracked.plan.location.startswith("mlflow-artifacts:")
+    assert report.ok and report.target.tracked_location.startswith("mlflow-artifacts:")
     survivors = ["tree_epoch0003.pth", "tree_epoch0005.pth", "tree_epoch0006.pth"]
     assert tracked_names(client, run_id) == survivors
     on_server = sorted(p.name for p in mlflow_server_proxied.artifacts_dir.rglob("tree_epoch*.pth")

@@ -11,8 +11,9 @@ from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from hype.train import EpochResult, new_state
 from tests.datasets import write_tree_closure
+from tracker.checkpoints.lifecycle import RunCheckpoints
 from tracker.policy import stopping
-from tracker.training.callbacks import Retained, TrackedTraining, TrackerConfig
+from tracker.training.callbacks import Progress, RunContext, TrackedTraining, TrackerConfig
 
 
 class CountingClient(MlflowClient):
@@ -45,8 +46,9 @@ def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
     tconfig = TrackerConfig(model_name="t", patience=3, checkpoint_root=tmp_path)
     stop_cfg = tconfig.stop_config(config.burnin)
     state0 = stopping.replay(values, stop_cfg)  # what resume computes from the one history read
-    tracked = TrackedTraining(client, run_id, graph, config, tconfig, local_dir=tmp_path, store=None,
-                              stop_state=state0, retained=Retained())
+    checkpoints = RunCheckpoints(run_id, "t", store=None, folder=tmp_path, manifest=None)
+    tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, checkpoints),
+                              Progress(stop_state=state0))
     state = new_state(graph, config)
     seconds = []
     reasons = []

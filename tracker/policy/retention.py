@@ -194,7 +194,7 @@ def decide(records: Iterable[CheckpointRecord], policies: Sequence[Policy]) -> l
     decisions = []
     for r in ordered:
         reasons = list(dict.fromkeys(k[r.epoch] for k in kept if r.epoch in k))  # each once
-        if not r.stored:
+        if not r.stored and NOT_STORED not in reasons:
             reasons.append(NOT_STORED)
         if reasons:
             decisions.append(Decision(r, True, "; ".join(reasons), tuple(reasons)))
