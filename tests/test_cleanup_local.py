@@ -101,7 +101,8 @@ def test_dry_run_deletes_nothing_and_reports_exact_bytes(tmp_path):
     report = json.loads(r.output)
     assert report["dry_run"] is True and report["summary"]["bytes"] == 30
     statuses = {c["name"]: c["status"] for t in report["targets"] for c in t["checkpoints"]}
-    assert statuses == {"m_epoch1.pth": "would delete", "m_epoch2.pth": "would delete", "m_epoch3.pth": "kept"}
+    assert statuses == {"m_epoch1.pth": "would delete", "m_epoch2.pth": "would delete",
+                        "m_epoch3.pth": "kept"}
 
 
 def test_keep_every_keeps_multiples_and_names_the_policy(tmp_path):
