@@ -21,9 +21,11 @@ already on disk; about 2 ms on an ext4 mounted with `discard`); CPU time does no
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,7 @@ def make_store(root: Path, runs: int, checkpoints: int, size: int) -> tuple[str,
     from mlflow.tracking import MlflowClient
 
     from tracker import layout
+    from tracker.checkpoints.manifest import Binding, Entry, Manifest
     from tracker.store.open import get_or_create_experiment, tune_sqlite_commits
 
     tune_sqlite_commits()
@@ -47,15 +50,26 @@ def make_store(root: Path, runs: int, checkpoints: int, size: int) -> tuple[str,
     experiment = "cleanup-scale"
     exp_id = get_or_create_experiment(client, uri, experiment)
     payload = os.urandom(size)
+    digest = hashlib.sha256(payload).hexdigest()
     for i in range(runs):
-        local = root / "checkpoints" / f"run{i:04d}"
+        run = client.create_run(exp_id, run_name=f"run{i}", tags={layout.TAG_MODEL_NAME: "m"})
+        run_id = run.info.run_id
+        # as the trainer lays it out: checkpoints/<run_id>/, bound to the run by its manifest
+        local = root / "checkpoints" / run_id
         local.mkdir(parents=True)
+        manifest = Manifest.create(local, Binding(run_id, uri, "m", "map", "max"))
         for epoch in range(1, checkpoints + 1):
-            (local / f"m_epoch{epoch:04d}.pth").write_bytes(payload)
-        run = client.create_run(exp_id, run_name=f"run{i}", tags={
-            layout.TAG_MODEL_NAME: "m", layout.TAG_CHECKPOINT_DIR: str(local)})
-        client.log_artifacts(run.info.run_id, str(local), layout.CHECKPOINT_FOLDER)
-        client.set_terminated(run.info.run_id, "FINISHED")
+            name = f"m_epoch{epoch:04d}.pth"
+            (local / name).write_bytes(payload)
+            manifest.record(Entry(epoch, name, size, digest, "stored"))
+        client.set_tag(run_id, layout.TAG_CHECKPOINT_DIR, str(local))
+        staged = root / "staged"  # the checkpoints only: the manifest is not an artifact
+        staged.mkdir(exist_ok=True)
+        for f in local.glob("m_epoch*.pth"):
+            os.link(f, staged / f.name)
+        client.log_artifacts(run_id, str(staged), layout.CHECKPOINT_FOLDER)
+        shutil.rmtree(staged)
+        client.set_terminated(run_id, "FINISHED")
     return uri, experiment
 
 
@@ -115,7 +129,7 @@ def check_left(root: Path, uri: str, runs: int, checkpoints: int, keep: int) -> 
         local = Path(run.data.tags["hype.checkpoint_dir"])
         tracked_dir = Path(run.info.artifact_uri.removeprefix("file://")) / "hype_checkpoints"
         for side in (local, tracked_dir):
-            left = sorted(p.name for p in side.iterdir())
+            left = sorted(p.name for p in side.iterdir() if p.name.endswith(".pth"))
             assert left == want, f"{side}: {left}"
         seen += 1
     assert seen == runs, f"{seen} runs, expected {runs}"
@@ -132,9 +146,12 @@ def measure(runs: int, checkpoints: int, keep: int, size: int, workdir: Path | N
         seconds, cpu, report = run_cleanup(uri, experiment, keep)
         check_left(root, uri, runs, checkpoints, keep)
     summary = report["summary"]
-    expected = 2 * runs * (checkpoints - keep)
-    assert summary["deleted"] == expected and summary["failed"] == 0, summary
-    return {"runs": runs, "deleted": summary["deleted"], "seconds": seconds, "cpu_s": cpu,
+    assert summary["deleted"] == runs * (checkpoints - keep) and summary["failed"] == 0, summary
+    # files: each deleted checkpoint is a tracked copy and a local one
+    files = sum(c["local"] + c["tracked"] for r in report["targets"] for c in r["checkpoints"]
+                if c["status"] == "deleted")
+    assert files == 2 * summary["deleted"], files
+    return {"runs": runs, "deleted": files, "seconds": seconds, "cpu_s": cpu,
             "setup_s": setup}
 
 

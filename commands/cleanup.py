@@ -96,6 +96,10 @@ def cleanup(ctx, directory, keep, keep_best, keep_every, dry_run, as_json, run_i
         results = _local(directory or Path("."), tracking_uri, retention, dry_run, include_running, as_json)
     from tracker.cleanup import render
 
+    done = sum(d.status == "deleted" for r in results if r.applied for d in r.applied.deletions)
+    problems = [p for r in results for p in r.problems]
+    if problems and not done and not dry_run and len(problems) == 1:
+        raise click.ClickException(problems[0])  # nothing happened: the one reason is the report
     if as_json:
         report = render.to_json(results, dry_run=dry_run, policies=retention.describe())
         click.echo(json.dumps(report, indent=2))

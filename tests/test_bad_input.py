@@ -28,7 +28,8 @@ from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tests.servers import free_port
 from tracker import layout
-from tracker.checkpoints.files import load
+from tracker.checkpoints.files import load, sha256_of
+from tracker.checkpoints.manifest import MANIFEST_NAME, Entry, Manifest
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.cleanup import runs as cleanup_tracked
 from tracker.store import open as store_lock
@@ -98,9 +99,17 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
         store.delete(name)
     for p in w.run_dir("gone").glob("tree_epoch*.pth"):
         p.unlink()
-    # "dim" / "manifold": the newest local checkpoint is one of another dim / manifold
+    # "dim" / "manifold": the newest checkpoint, on both sides and in the run's manifest, is one
+    # of another dim / manifold (as if the run's params had been edited): check_compatible refuses
     for key, donor in donors.items():
-        shutil.copy(ckpt / donor / w.newest(key).name, w.newest(key))
+        victim = w.newest(key)
+        ckpt_obj = torch.load(ckpt / donor / victim.name, weights_only=True)
+        ckpt_obj["run_id"] = runs[key]
+        torch.save(ckpt_obj, victim)
+        epoch = int(victim.stem.rsplit("epoch", 1)[1])
+        Manifest.open(victim.parent, run_id=runs[key]).record(
+            Entry(epoch, victim.name, victim.stat().st_size, sha256_of(victim), "stored"))
+        TrackedCheckpoints(runs[key], client=client).upload(victim)
     # "corrupt": the newest checkpoint is truncated, locally and in the store
     for p in [w.newest("corrupt"), *w.artifacts.rglob(f"{runs['corrupt']}/**/tree_epoch*.pth")]:
         p.write_bytes(p.read_bytes()[:200])
@@ -123,8 +132,11 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
 
 
 def _fingerprint(*folders: Path) -> dict[str, str]:
+    """Every file's hash; the runs' manifests are the runs' own records, and a failed resume may
+    note in them what it found gone (bookkeeping, never a checkpoint)."""
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in folders if folder.exists() for p in sorted(folder.rglob("*")) if p.is_file()}
+            for folder in folders if folder.exists() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_NAME}
 
 
 def _assert_clear_failure(result, message: str) -> str:
@@ -320,7 +332,7 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint_and_resumes(sqlite_tra
     assert f"--resume {run_dir.name}" in line
     client = MlflowClient(sqlite_tracking.tracking_uri)
     assert client.get_run(run_dir.name).info.status == "FAILED"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["tree_epoch0002.pth"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME, "tree_epoch0002.pth"]
     tracked = [a.path for a in client.list_artifacts(run_dir.name, layout.CHECKPOINT_FOLDER)]
     assert tracked == [f"{layout.CHECKPOINT_FOLDER}/tree_epoch0002.pth"]
     load(run_dir / "tree_epoch0002.pth")
@@ -330,21 +342,28 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint_and_resumes(sqlite_tra
                       "--quiet"])
     assert result.exit_code == 0, result.output
     assert client.get_run(run_dir.name).info.status == "FINISHED"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["tree.pth", "tree_epoch0004.pth"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME, "tree.pth", "tree_epoch0004.pth"]
 
 
-def test_resume_replaces_a_damaged_local_copy_with_the_stores(sqlite_tracking, tmp_path):
+def test_resume_uses_the_stores_copy_and_keeps_a_damaged_local_one(sqlite_tracking, tmp_path):
+    """A local copy that is not what the manifest recorded is not ours to overwrite or delete:
+    resume reads the store's copy beside it, and retention reports the file and leaves it."""
     graph = load_edge_csv(write_tree_closure(tmp_path / "tree_closure.csv", depth=2))
     run_id = _train(sqlite_tracking.tracking_uri, graph, tmp_path / "ckpt", epochs=2)
     local = tmp_path / "ckpt" / run_id / "tree_epoch0002.pth"
-    good = local.read_bytes()
-    local.write_bytes(good[:200])
+    damaged = local.read_bytes()[:200]
+    local.write_bytes(damaged)
     result = _invoke(["train", "--resume", run_id, "--epochs", "3", "--tracking-uri",
                       sqlite_tracking.tracking_uri, "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "trying the tracking store's copy" in result.output
     assert "Resuming run" in result.output and "from tree_epoch0002.pth" in result.output
-    assert sorted(p.name for p in local.parent.iterdir()) == ["tree.pth", "tree_epoch0003.pth"]
+    assert "not ours" in result.output
+    assert sorted(p.name for p in local.parent.iterdir()) == [
+        MANIFEST_NAME, "tree.pth", "tree_epoch0002.pth", "tree_epoch0003.pth"]
+    assert local.read_bytes() == damaged  # left exactly as it was
+    client = MlflowClient(sqlite_tracking.tracking_uri)
+    assert [a.path for a in client.list_artifacts(run_id, layout.CHECKPOINT_FOLDER)] == [
+        f"{layout.CHECKPOINT_FOLDER}/tree_epoch0003.pth"]
 
 
 # --- names with unicode and spaces: a success case --------------------------------------------
@@ -379,6 +398,6 @@ def test_unicode_and_spaces_in_checkpoint_names(sqlite_tracking, tmp_path):
     best = int(client.get_run(run_dir.name).data.tags[layout.TAG_BEST_EPOCH])
     kept = sorted({f"{model}_epoch{e:04d}.pth" for e in (3, best)})  # newest 1 + best
     assert tracked == kept
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted([f"{model}.pth", *kept])
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([MANIFEST_NAME, f"{model}.pth", *kept])
     assert [a.path for a in client.list_artifacts(run_dir.name, layout.FINAL_FOLDER)] == [
         f"{layout.FINAL_FOLDER}/{model}.pth"]

@@ -70,12 +70,13 @@ def test_local_keeps_newest_per_model_and_never_touches_look_alikes(folder, tmp_
     assert names(folder) == sorted(KEPT)
     assert (tmp_path / "precious.pth").read_bytes() == b"x" * 5
     out = result.output
-    assert "legacy: 4 checkpoints found, keeping epochs 3, 4" in out
-    assert "mammals: 4 checkpoints found, keeping epochs 3, 4" in out
-    assert "deleted       mammals_epoch0001.pth (1000 B): older than the newest 2" in out
-    assert "skipped legacy.pth.0: symlink" in out
-    assert "skipped mammals.pth: final model: never deleted" in out
-    assert out.splitlines()[-1] == "Deleted 4 files, freed 2.0 KB"
+    assert f"{folder}: model legacy; keeping newest 2" in out
+    assert f"{folder}: model mammals; keeping newest 2" in out
+    assert "kept          legacy.pth.3: newest 2 [local]" in out
+    assert "deleted       mammals_epoch0001.pth (1000 B): older than the newest 2 [local]" in out
+    assert "left alone    legacy.pth.0: symlink" in out
+    assert "left alone    mammals.pth: final model: never deleted" in out
+    assert out.splitlines()[-1] == "2 models in a flat folder: deleted 4 checkpoints, freed 2.0 KB"
 
 
 def test_local_dry_run_text_and_json_delete_nothing(folder):
@@ -84,12 +85,15 @@ def test_local_dry_run_text_and_json_delete_nothing(folder):
     assert result.exit_code == 0
     assert names(folder) == before
     assert "would delete  legacy.pth.1 (10 B)" in result.output
-    assert result.output.splitlines()[-1] == "Would delete 6 files, would free 3.0 KB"
+    assert result.output.splitlines()[-1] == (
+        "2 models in a flat folder: would delete 6 checkpoints, would free 3.0 KB (dry run: nothing deleted)")
     report = json.loads(run("--directory", str(folder), "--keep", "1", "--dry-run", "--json").output)
     assert names(folder) == before
-    assert report["dry_run"] is True and report["summary"] == {"deleted": 6, "failed": 0, "bytes": 3030}
-    assert [m["model"] for m in report["models"]] == ["legacy", "mammals"]
-    assert [k["epoch"] for k in report["models"][1]["kept"]] == [4]
+    assert report["dry_run"] is True
+    assert {k: report["summary"][k] for k in ("deleted", "failed", "bytes")} == {
+        "deleted": 6, "failed": 0, "bytes": 3030}
+    assert [m["model"] for m in report["targets"]] == ["legacy", "mammals"]
+    assert [c["epoch"] for c in report["targets"][1]["checkpoints"] if c["keep"]] == [4]
 
 
 def test_local_default_directory_is_the_current_one(folder, monkeypatch):
@@ -135,7 +139,7 @@ def test_a_failed_deletion_gives_a_nonzero_exit_and_the_others_happen(folder, mo
     monkeypatch.setattr(os, "unlink", flaky)  # root ignores file modes: inject the failure
     result = run("--directory", str(folder), "--keep", "2")
     assert result.exit_code == 1
-    assert "FAILED        legacy.pth.2 (10 B): PermissionError" in result.output
+    assert "FAILED        legacy.pth.2 (10 B):" in result.output and "Permission denied" in result.output
     assert "some deletions failed" in result.output
     assert sorted(set(names(folder)) - set(KEPT)) == ["legacy.pth.2"]
 
@@ -143,8 +147,8 @@ def test_a_failed_deletion_gives_a_nonzero_exit_and_the_others_happen(folder, mo
 @pytest.mark.parametrize("args, message", [
     (["--run-id", "x", "--experiment", "e"], "give only one of --run-id, --experiment"),
     (["--directory", ".", "--all-experiments"], "--directory is for local mode"),
-    (["--tracking-uri", "sqlite:///x.db"], "--tracking-uri needs --run-id"),
-    (["--include-running"], "--include-running needs --run-id"),
+    (["--keep-best", "-1"], "is negative"),
+    (["--keep-every", "-2"], "is negative"),
 ])
 def test_conflicting_options(args, message):
     result = run(*args)
@@ -197,7 +201,9 @@ def test_experiment_cleans_finished_runs_skips_running_keeps_final_models(store,
     assert tracked_names(client, runs["running"]) == ALL
     assert tracked_names(client, runs["other"]) == ALL  # another experiment
     assert f"run {runs['running']} (experiment 'mammals', RUNNING): skipped, status RUNNING" in result.output
-    assert result.output.splitlines()[-1].startswith("3 runs (1 skipped): deleted 12 files, freed ")
+    assert result.output.splitlines()[-1].startswith("3 runs (1 skipped): deleted 6 checkpoints, freed ")
+    tags = client.get_run(runs["a"]).data.tags
+    assert tags[layout.TAG_RETAINED_EPOCHS] == "3,5,6" and tags[layout.TAG_RETAINED] == "3"
     # the MLflow model is untouched and still answers
     import mlflow.pyfunc
     import pandas as pd
@@ -217,16 +223,16 @@ def test_all_experiments_dry_run_json(store):
     client = MlflowClient(uri)
     assert all(tracked_names(client, r) == ALL for r in runs.values())
     assert report["dry_run"] is True
-    by_id = {r["run_id"]: r for r in report["runs"]}
+    by_id = {r["run_id"]: r for r in report["targets"]}
     assert set(by_id) == set(runs.values())
     assert "RUNNING" in by_id[runs["running"]]["skipped"]
     a = by_id[runs["a"]]
     assert (a["model"], a["best_epoch"]) == ("tree", 3)
-    assert [d["name"] for d in a["tracked"]["models"][0]["deleted"]] == [
+    assert [c["name"] for c in a["checkpoints"] if c["status"] == "would delete"] == [
         "tree_epoch0001.pth", "tree_epoch0002.pth", "tree_epoch0004.pth", "tree_epoch0005.pth"]
-    assert a["local_copies"]["summary"]["deleted"] == 4
-    assert report["summary"]["runs"] == 4 and report["summary"]["skipped_runs"] == 1
-    assert report["summary"]["deleted"] == 3 * 2 * 4
+    assert all(c["local"] and c["tracked"] for c in a["checkpoints"])  # one deletion covers both sides
+    assert report["summary"]["targets"] == 4 and report["summary"]["skipped"] == 1
+    assert report["summary"]["deleted"] == 3 * 4
 
 
 def test_unknown_run_experiment_and_store_are_one_line_errors(store, tmp_path, monkeypatch):

@@ -87,9 +87,13 @@ def totals(results: Sequence[Result], dry_run: bool) -> dict:
 
 def render_summary(results: Sequence[Result], dry_run: bool) -> str:
     s = totals(results, dry_run)
-    what = f"{s['targets']} target{'' if s['targets'] == 1 else 's'}"
+    runs = sum(r.target.kind == "run" for r in results)
+    flat = len(results) - runs
+    parts = [f"{runs} run{'' if runs == 1 else 's'}"] if runs else []
+    parts += [f"{flat} model{'' if flat == 1 else 's'} in a flat folder"] if flat else []
+    what = " and ".join(parts)
     what += f" ({s['skipped']} skipped)" if s["skipped"] else ""
-    files = f"{s['deleted']} file{'' if s['deleted'] == 1 else 's'}"
+    files = f"{s['deleted']} checkpoint{'' if s['deleted'] == 1 else 's'}"  # local and tracked copy: one
     if dry_run:
         text = f"{what}: would delete {files}, would free {human_bytes(s['bytes'])}"
         text += " (dry run: nothing deleted)"

@@ -155,7 +155,7 @@ def execute(target: Target, *, dry_run: bool, tick: Callable[[Deletion], None] =
     applied = target.checkpoints.apply(target.plan, dry_run=dry_run, confirm=True, tick=tick)
     problems = list(target.problems)
     if isinstance(applied.error, StorePermissionError):
-        problems.append(refused_message(target))
+        problems.append(refused_message(target, sum(d.status == "deleted" for d in applied.deletions)))
     elif applied.error is not None:
         problems.append(f"stopped: {applied.error}")
     if target.kind == "run" and not dry_run and applied.deletions:
@@ -168,11 +168,13 @@ def execute(target: Target, *, dry_run: bool, tick: Callable[[Deletion], None] =
     return Result(target, applied, tuple(problems))
 
 
-def refused_message(target: Target) -> str:
+def refused_message(target: Target, deleted: int) -> str:
+    done = ("Nothing of it was deleted, local copies included" if not deleted else
+            f"{deleted} checkpoint{'' if deleted == 1 else 's'} went before the refusal; the rest "
+            "were left as they were, local copies included")
     return (f"the tracking server refused to delete checkpoints of run {target.run_id} (experiment "
             f"{target.experiment!r}): permission denied; deleting artifacts needs MANAGE permission on "
-            "the experiment (EDIT can only log them). The rest of this run was left as it was, local "
-            "copies included")
+            f"the experiment (EDIT can only log them). {done}")
 
 
 def not_ours(target: Target) -> list[Skipped]:

@@ -105,11 +105,19 @@ def fetch(ck: RunCheckpoints, item: Item) -> dict:
             return _checked(load(path), ck.run_id, path)
         except CheckpointError as e:
             say(f"WARNING: {e}; trying the tracking store's copy")
+    elif path.exists() or path.is_symlink():
+        say(f"WARNING: {path}: not ours (not the file the run's manifest recorded); kept, "
+            "reading the tracking store's copy")
     if not item.tracked:
         raise CheckpointError(f"{path}: no usable copy (the store does not hold it)")
     with tempfile.TemporaryDirectory(dir=ck.folder, prefix=".fetch-") as tmp:
         got = ck.store.download(item.name, tmp)
-        ckpt = _checked(load(got), ck.run_id, path)
+        try:
+            ckpt = _checked(load(got), ck.run_id, path)
+        except CheckpointError as e:
+            why = str(e).split(": ", 1)[-1]
+            raise CheckpointError(f"{path}: the local copy is not usable and the tracking store's "
+                                  f"copy does not load either ({why})") from None
         if not path.exists() and not path.is_symlink():  # only a missing copy is restored
             got.replace(path)
             say(f"Downloaded {item.name} from the tracking store (no local copy)")
