@@ -13,11 +13,17 @@ PROGRESS_MIN = 50
 
 
 def _keep(ctx, param, value):
-    if value < 1:
+    if str(value).lower() == "all":
+        return None  # keep all: an inventory with every checkpoint's reasons, nothing deleted
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (give N >= 1, or 'all')") from None
+    if n < 1:
         raise click.BadParameter(
-            f"{value} would delete every checkpoint; give N >= 1 (the newest N per model are kept)"
+            f"{n} would delete every checkpoint; give N >= 1 (the newest N per model are kept)"
         )
-    return value
+    return n
 
 
 def _bar(total: int, desc: str, unit: str):
@@ -38,8 +44,9 @@ def _count(ctx, param, value):
 @click.option("--directory", type=click.Path(path_type=Path), default=None,
               help="Local mode: a run folder, or a folder whose run folders (DIR/*/, DIR/checkpoints/*/) "
                    "and flat checkpoint files are cleaned. [default: .]")
-@click.option("--keep", type=int, default=20, show_default=True, callback=_keep,
-              help="Keep the newest N checkpoints per run or model (by epoch, never by file time).")
+@click.option("--keep", default="20", show_default=True, callback=_keep, metavar="N|all",
+              help="Keep the newest N checkpoints per run or model (by epoch, never by file time); "
+                   "'all' keeps every one (and shows why each is kept).")
 @click.option("--keep-best", type=int, default=1, show_default=True, callback=_count,
               help="Also keep the K best by the run's monitored metric (runs only); 0 turns it off.")
 @click.option("--keep-every", type=int, default=0, show_default=True, callback=_count,

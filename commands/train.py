@@ -52,6 +52,12 @@ def _train_as_worker(world: int) -> None:
         train_worker(group)
 
 
+def _count(ctx, param, value):
+    if value < 0:
+        raise click.BadParameter(f"{value} is negative (give K >= 1, or 0 to turn it off)")
+    return value
+
+
 def _model_name(dataset: Path) -> str:
     stem = dataset.stem
     return stem[: -len("_closure")] if stem.endswith("_closure") else stem
@@ -86,8 +92,12 @@ def _model_name(dataset: Path) -> str:
 @click.option("--keep-checkpoints", "keep", callback=_keep, default=None,
               help="Keep the newest N epoch checkpoints (local + tracked); 'all' or 0 keeps every one. "
                    "[default: 20]")
-@click.option("--keep-best/--no-keep-best", default=True, show_default=True,
-              help="Also keep the best checkpoint by --monitor.")
+@click.option("--keep-best", type=int, default=1, is_flag=False, flag_value=1, show_default=True,
+              callback=_count, metavar="K",
+              help="Also keep the K best checkpoints by --monitor (after burn-in); 0 turns it off.")
+@click.option("--no-keep-best", is_flag=True, help="The same as --keep-best 0.")
+@click.option("--keep-every", type=int, default=0, show_default=True, callback=_count, metavar="K",
+              help="Also keep every K-th epoch's checkpoint (50: epochs 50, 100, ...); 0 turns it off.")
 @click.option("--monitor", default="map", show_default=True,
               help="Metric for early stopping and 'best': map, mean_rank, loss, map_sampled.")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,
@@ -106,7 +116,8 @@ def _model_name(dataset: Path) -> str:
               help="Continue this MLflow run from its newest retained checkpoint.")
 @click.option("--no-pyfunc", is_flag=True, help="Do not log the final model as an MLflow model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, monitor, mode,
+def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, no_keep_best, keep_every,
+          monitor, mode,
           patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, no_pyfunc, quiet,
           epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
@@ -146,7 +157,8 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
                                          f"monitor that (the exact {monitor} is computed at the end)",
                                          param_hint="--monitor")
             tconfig = TrackerConfig(
-                model_name=model_name or _model_name(dataset), keep=keep, keep_best=keep_best,
+                model_name=model_name or _model_name(dataset), keep=keep,
+                keep_best=0 if no_keep_best else keep_best, keep_every=keep_every,
                 monitor=monitor, mode=mode, patience=patience, min_delta=min_delta,
                 checkpoint_root=checkpoint_dir or TrackerConfig.checkpoint_root,
                 plot_every=plot_every, log_pyfunc=not no_pyfunc, disk_margin=disk_margin, force=force)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.datasets import write_tree_closure
-from tests.stress.kill_stress import EXTERNAL, Kill, Settings, bound_problems, run_trial
+from tests.stress.kill_stress import EXTERNAL, Kill, Settings, bound_problems, cleanup_after_kill, run_trial
 from tracker import faults
 
 
@@ -53,3 +53,10 @@ def test_killed_at_every_point_the_resumed_run_loses_nothing(sqlite_tracking, tm
     assert [str(k) for k in trial.kills] == [str(k) for k in plan]
     assert len(trial.processes) == len(plan) + 1  # the last resume finished the run
     assert trial.max_checkpoints <= s.keep + 2  # N+1, and one old best at most
+
+    # a cleanup killed between a tracked delete and its local one, then run again: every side agrees
+    (first, again), problems = cleanup_after_kill(
+        sqlite_tracking.tracking_uri, trial.run_id, tmp_path / "work" / "trial00" / trial.run_id,
+        Kill("delete", 1), 1, work=tmp_path / "work", log="trial00")
+    assert first.killed and again.rc == 0
+    assert problems == []

@@ -146,7 +146,7 @@ def test_cleanup_by_experiment_then_the_final_model_still_serves(flow):
         [sys.executable, str(ROOT / "cli.py"), "cleanup", "--experiment", EXPERIMENT, "--keep", "1",
          "--tracking-uri", url], cwd=flow["tmp"], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.splitlines()[-1].startswith("2 runs: deleted 8 files")  # 2 per side per run
+    assert done.stdout.splitlines()[-1].startswith("2 runs: deleted 4 checkpoints")  # 2 per side per run
     for key in ("full", "killed"):
         run_id = flow[key]
         kept = _names(BURNIN + 1, STOP_EPOCH)  # best + newest 1

@@ -15,7 +15,7 @@ from tests.repos import NoDeleteRepository
 from tests.servers import HOST, free_port, mlflow_server
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.store.errors import DeleteUnsupported, StoreError, StorePermissionError, StoreUnavailable
-from tracker.store.redact import scrub
+from tracker.store.redact import redact as scrub
 from tracker.store.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(total_s=1.5, first_delay_s=0.1, max_delay_s=0.3)

@@ -45,6 +45,7 @@ from mlflow.tracking import MlflowClient
 from tests.datasets import write_tree_closure
 from tracker import faults, layout
 from tracker.checkpoints.files import CheckpointError, load
+from tracker.checkpoints.manifest import Manifest, ManifestError
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy import names
 from tracker.policy.stopping import StopState, dedupe, fold
@@ -71,7 +72,7 @@ class Settings:
     def train_args(self) -> list[str]:
         # patience far beyond the epochs: every run ends at `epochs`, so the newest N are known
         return ["--epochs", str(self.epochs), "--keep-checkpoints", str(self.keep),
-                "--keep-best" if self.keep_best else "--no-keep-best",
+                "--keep-best", "1" if self.keep_best else "0",
                 "--eval-every", str(self.eval_every), "--burnin", str(self.burnin),
                 "--patience", "1000", "--dim", "2", "--negs", "5", "--lr", "1.0",
                 "--no-pyfunc", "--quiet", "--force"]
@@ -263,6 +264,8 @@ class Trial:
     max_files: int = 0
     polls: int = 0
     over_n1: int = 0  # distinct snapshots above N+1 (each an old best, or a problem)
+    cleanups: int = 0  # cleanups of the finished run that a kill was aimed at
+    cleanup_kills: int = 0  # of those, killed as planned
 
     @property
     def kills(self) -> list[Kill]:
@@ -367,6 +370,7 @@ def verify(uri: str, run_id: str, run_dir: Path, s: Settings, over) -> list[str]
              if f.is_file() and names.parse_checkpoint_name(f.name)}
     if local != tracked:
         problems.append(f"local {sorted(local.items())} != tracked {sorted(tracked.items())}")
+    problems += record_problems(client, run_id, run_dir, local)
     leftovers = sorted(f.name for f in run_dir.iterdir() if f.name.endswith(".tmp"))
     if leftovers:
         problems.append(f"partial saves left: {leftovers}")
@@ -399,6 +403,53 @@ def verify(uri: str, run_id: str, run_dir: Path, s: Settings, over) -> list[str]
     return problems
 
 
+def record_problems(client: MlflowClient, run_id: str, run_dir: Path, local: dict) -> list[str]:
+    """The run's manifest and its retained-epochs tags say what the folder holds."""
+    try:
+        entries = Manifest.open(run_dir, run_id=run_id).entries().values()
+    except ManifestError as e:
+        return [f"manifest: {e}"]
+    stored = {e.name: e.size for e in entries if e.state == "stored"}
+    problems = [] if stored == local else [
+        f"manifest stored {sorted(stored.items())} != local {sorted(local.items())}"]
+    tags = client.get_run(run_id).data.tags
+    tagged = tags.get(layout.TAG_RETAINED_EPOCHS, "")
+    epochs = ",".join(str(e) for e in sorted(names.parse_checkpoint_name(n).epoch for n in local))
+    if tagged != epochs:
+        problems.append(f"tag {layout.TAG_RETAINED_EPOCHS}={tagged!r}, the folder holds {epochs!r}")
+    return problems
+
+
+def cleanup_after_kill(uri: str, run_id: str, run_dir: Path, kill: Kill, keep: int, *, work: Path,
+                       log: str) -> tuple[list[Process], list[str]]:
+    """`cleanup --run-id --keep` killed as planned, then run again to the end; then every side
+    (local, tracked, manifest, tags) must agree and hold the newest `keep` (+ the best)."""
+    cmd = [sys.executable, str(ROOT / "cli.py"), "cleanup", "--run-id", run_id, "--keep", str(keep),
+           "--tracking-uri", uri]
+    first = run_process(cmd, kill, cwd=work, env=dict(os.environ), resume=False)
+    again = run_process(cmd, None, cwd=work, env=dict(os.environ), resume=False)
+    (work / "logs" / f"{log}-cleanup.log").write_text(f"kill {kill}, exit {first.rc}\n{first.output}\n"
+                                                       f"again: exit {again.rc}\n{again.output}")
+    problems = []
+    if kill.kind != EXTERNAL and not first.killed:
+        problems.append(f"cleanup was not killed at {kill} (exit {first.rc})")
+    if again.rc != 0:
+        problems.append(f"cleanup after the kill exited {again.rc}: {again.output.strip()[-300:]}")
+    client = MlflowClient(uri)
+    tracked = TrackedCheckpoints(run_id, client=client).list()
+    local = {f.name: f.stat().st_size for f in run_dir.iterdir()
+             if f.is_file() and names.parse_checkpoint_name(f.name)}
+    if local != tracked:
+        problems.append(f"after cleanup: local {sorted(local)} != tracked {sorted(tracked)}")
+    problems += record_problems(client, run_id, run_dir, local)
+    epochs = sorted(names.parse_checkpoint_name(n).epoch for n in local)
+    best = int(client.get_run(run_id).data.tags.get(layout.TAG_BEST_EPOCH, -1))
+    newest = max(epochs, default=-1)
+    if not epochs or not set(epochs) <= {newest, best} or len(epochs) > keep + 1:
+        problems.append(f"after cleanup --keep {keep}: epochs {epochs} (best {best})")
+    return [first, again], problems
+
+
 # --- the whole stress run --------------------------------------------------------------------------
 
 
@@ -417,6 +468,8 @@ def summarize(trials: list[Trial], s: Settings, seconds: float) -> str:
         f"trials: {sum(t.ok for t in trials)}/{len(trials)} passed every check "
         f"({seconds:.0f} s, {sum(len(t.processes) for t in trials)} trainer processes)",
         f"kills survived / tried: {sum(survived.values())}/{sum(tried.values())}",
+        f"cleanups killed then finished: {sum(t.cleanup_kills for t in trials)} killed of "
+        f"{sum(t.cleanups for t in trials)} (manifest, tags, local and tracked agreeing after each)",
         "per kind (survived/tried; planned but not reached): " + ", ".join(
             f"{k} {survived[k]}/{tried[k]}" + (f" ({missed[k]} not reached)" if missed[k] else "")
             for k in KINDS),
@@ -448,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=int, default=Settings.keep)
     ap.add_argument("--keep-best", choices=["on", "off", "mix"], default="mix",
                     help="mix: trials alternate --keep-best (even) and --no-keep-best (odd)")
+    ap.add_argument("--no-cleanup-kills", dest="cleanup_kills", action="store_false",
+                    help="skip the phase that kills a `cleanup --keep 1` of each finished trial")
     ap.add_argument("--server", action="store_true",
                     help="train through a proxied `mlflow server` (SQLite backend) instead")
     ap.add_argument("--workdir", type=Path, default=None,
@@ -473,6 +528,14 @@ def main(argv: list[str] | None = None) -> int:
             s = Settings(epochs=args.epochs, keep=args.keep, keep_best=keep_best)
             first = draw_kill(rng, KINDS[i % len(KINDS)], s, first=True, epochs_left=s.epochs)
             t = run_trial(i, [first], rng, s, uri=uri, work=work, dataset=dataset)
+            if t.ok and args.cleanup_kills:
+                kill = (Kill("delete", rng.randint(1, max(s.keep - 1, 1))) if rng.random() < 0.7
+                        else Kill(EXTERNAL, delay_s=rng.uniform(0.5, 2.5), after_checkpoint=False))
+                procs, problems = cleanup_after_kill(uri, t.run_id, work / f"trial{i:02d}" / t.run_id,
+                                                     kill, 1, work=work, log=f"trial{i:02d}")
+                t.cleanups += 1
+                t.cleanup_kills += procs[0].killed
+                t.problems += problems
             trials.append(t)
             print(f"trial {i:2d}: {'ok  ' if t.ok else 'FAIL'} keep_best={keep_best!s:5} kills "
                   f"[{', '.join(map(str, t.kills))}] processes {len(t.processes)} max ckpts "

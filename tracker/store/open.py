@@ -23,7 +23,7 @@ from mlflow.utils.uri import get_uri_scheme
 from tracker.layout import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from tracker.store.errors import StoreError, StoreUnavailable, TrackingError, TrackingUnavailable
 from tracker.store.redact import one_line as _one_line
-from tracker.store.redact import redact as scrub
+from tracker.store.redact import redact
 from tracker.store.retry import RetryPolicy, call_with_retry
 from tracker.store.uri import artifact_location_for, sqlite_path
 
@@ -43,11 +43,11 @@ def open_tracking_store(
 ) -> MlflowClient:
     """A client for tracking_uri (default: MLflow's current one) whose store is ready to use."""
     uri = tracking_uri or mlflow.get_tracking_uri()
-    shown = scrub(uri)
+    shown = redact(uri)
     try:
         scheme = get_uri_scheme(uri)
     except Exception as exc:
-        raise TrackingUnavailable(f"tracking URI {shown!r} is malformed: {scrub(exc)}") from None
+        raise TrackingUnavailable(f"tracking URI {shown!r} is malformed: {redact(exc)}") from None
     if scheme == "sqlite":
         return _open_sqlite(uri, lock_timeout_s)
     if scheme in ("http", "https"):
@@ -64,7 +64,7 @@ def _ready_client(uri: str) -> MlflowClient:
         client.search_experiments(max_results=1)
     except Exception as exc:
         raise TrackingUnavailable(
-            f"tracking store {scrub(uri)!r} cannot be opened: {_one_line(exc)}"
+            f"tracking store {redact(uri)!r} cannot be opened: {_one_line(exc)}"
         ) from None
     return client
 
@@ -113,12 +113,12 @@ def _probe_http(uri: str, probe: RetryPolicy) -> None:
         if resp.status_code == 404:
             # A StoreError passes through the retry loop as is: no point retrying this.
             raise StoreError(
-                f"{scrub(uri)} answered 404 for {endpoint}: not an MLflow tracking server "
+                f"{redact(uri)} answered 404 for {endpoint}: not an MLflow tracking server "
                 "(or the URI is missing a path prefix)"
             )
         augmented_raise_for_status(resp)
 
-    _probe(f"reach tracking server {scrub(uri)}", get, probe)
+    _probe(f"reach tracking server {redact(uri)}", get, probe)
 
 
 def _probe_sql(uri: str, probe: RetryPolicy) -> None:
@@ -133,14 +133,14 @@ def _probe_sql(uri: str, probe: RetryPolicy) -> None:
     except ModuleNotFoundError as exc:
         hint = " (name the driver, e.g. postgresql+psycopg2://)" if "psycopg" in str(exc) else ""
         raise TrackingUnavailable(
-            f"no database driver for {scrub(uri)!r}: {_one_line(exc)}{hint}"
+            f"no database driver for {redact(uri)!r}: {_one_line(exc)}{hint}"
         ) from None
     except Exception as exc:
         raise TrackingUnavailable(
-            f"tracking URI {scrub(uri)!r} is malformed: {_one_line(exc)}"
+            f"tracking URI {redact(uri)!r} is malformed: {_one_line(exc)}"
         ) from None
     try:
-        _probe(f"connect to {scrub(uri)}", lambda: engine.connect().close(), probe)
+        _probe(f"connect to {redact(uri)}", lambda: engine.connect().close(), probe)
     finally:
         engine.dispose()
 

@@ -37,6 +37,3 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """An exception as one redacted line, "Type: message", at most `limit` characters."""
     text = redact(f"{type(exc).__name__}: {exc}")
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-# Older name, kept for the callers that scrub error text rather than URIs.
-scrub = redact
