@@ -58,7 +58,8 @@ def test_entry_points_only_use_options_the_cli_has():
     for p in ("epochs", "dim", "lr", "negs", "batch_size", "keep_checkpoints", "patience",
               "dataset", "manifold"):
         assert p in main
-    assert set(project._entry_points["cleanup"].parameters) == {"keep", "dry_run", "experiment"}
+    assert set(project._entry_points["cleanup"].parameters) == {"keep", "keep_best", "keep_every", "dry_run",
+                                                                 "experiment"}
 
 
 def _mlflow_run(tmp_path, uri, *args):

@@ -90,9 +90,13 @@ def load(path: Path) -> dict:
 
 
 def remove_temporaries(directory: Path) -> list[Path]:
-    """Delete left-over partial saves (ours only: *.pth.<random>.tmp)."""
+    """Delete left-over partial saves (ours only: *.pth.<random>.tmp, and a manifest that a kill
+    stopped before it was renamed into place: .hype_manifest.sqlite.<random>.tmp)."""
+    from tracker.checkpoints.manifest import MANIFEST_NAME
+
     removed = []
-    for p in Path(directory).glob(f"*.pth.*{TMP_SUFFIX}"):
+    found = [*Path(directory).glob(f"*.pth.*{TMP_SUFFIX}"), *Path(directory).glob(f".{MANIFEST_NAME}.*{TMP_SUFFIX}")]
+    for p in found:
         if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
             removed.append(p)
