@@ -13,6 +13,7 @@ before training starts rather than after the first epoch.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -59,6 +60,10 @@ def open_tracking_store(
 
 def _ready_client(uri: str) -> MlflowClient:
     """Build the client and touch the store once: that creates or migrates a SQL schema."""
+    import logging
+
+    # "Creating initial MLflow database tables..." on every new store: noise in a one-line error
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     try:
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
@@ -68,6 +73,70 @@ def _ready_client(uri: str) -> MlflowClient:
         ) from None
     return client
 
+
+
+CREATING = ".creating-"  # <db dir>/.<db name>.creating-<pid>: a store being migrated
+
+
+def _create_sqlite(db: Path) -> None:
+    """Create a new store so that a kill at any moment leaves no store or a complete one:
+    MLflow migrates a temporary file beside ``db``, which is then linked into place. The caller
+    holds the store's lock, so leftovers of creators that were killed are ours to remove."""
+    import sqlite3
+
+    for stale in db.parent.glob(f".{db.name}{CREATING}*"):
+        stale.unlink(missing_ok=True)
+    tmp = db.parent / f".{db.name}{CREATING}{os.getpid()}"
+    try:
+        client = MlflowClient(f"sqlite:///{tmp}")
+        client.search_experiments(max_results=1)  # creates and migrates every table
+        client._tracking_client.store.engine.dispose()  # no connection may outlive the rename
+        with sqlite3.connect(tmp) as conn:  # fold a WAL journal back into the file
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        conn.close()
+        os.link(tmp, db)  # atomic, and never over a store that appeared meanwhile
+        fd = os.open(db.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        pass  # created by a process that does not take our lock (mlflow ui): use that one
+    except Exception as exc:
+        raise TrackingUnavailable(f"cannot create the tracking store {db}: {_one_line(exc)}") from None
+    finally:
+        for leftover in db.parent.glob(f"{tmp.name}*"):  # the file, and any -wal/-shm beside it
+            leftover.unlink(missing_ok=True)
+
+
+def _open_existing(uri: str, db: Path) -> MlflowClient:
+    """Open a store that exists; one made half by an older hype (killed while MLflow created
+    its tables in place) is named as such, with how to recover."""
+    try:
+        return _ready_client(uri)
+    except TrackingUnavailable as exc:
+        runs = _count_runs(db)
+        if runs == 0:
+            raise TrackingUnavailable(
+                f"{db} is a half-created tracking store (a first run was interrupted while MLflow "
+                f"created its tables; it holds no runs): move it aside (mv {db} {db}.broken) and "
+                "run again") from None
+        raise exc from None
+
+
+def _count_runs(db: Path) -> int | None:
+    """How many runs the SQLite file holds; 0 without a runs table; None when unreadable."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "runs" not in tables:
+                return 0
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def _open_sqlite(uri: str, lock_timeout_s: float) -> MlflowClient:
@@ -84,7 +153,9 @@ def _open_sqlite(uri: str, lock_timeout_s: float) -> MlflowClient:
         # MLflow creates missing parent directories of a SQLite db too; the lock needs one.
         db.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(lock_path, timeout=lock_timeout_s):
-            return _ready_client(uri)
+            if not db.exists():
+                _create_sqlite(db)
+            return _open_existing(uri, db)
     except Timeout:
         raise TrackingUnavailable(
             f"waited {lock_timeout_s:g} s for {lock_path}: another process has been creating "
