@@ -95,7 +95,8 @@ def remove_temporaries(directory: Path) -> list[Path]:
     from tracker.checkpoints.manifest import MANIFEST_NAME
 
     removed = []
-    found = [*Path(directory).glob(f"*.pth.*{TMP_SUFFIX}"), *Path(directory).glob(f".{MANIFEST_NAME}.*{TMP_SUFFIX}")]
+    found = [*Path(directory).glob(f"*.pth.*{TMP_SUFFIX}"),
+             *Path(directory).glob(f".{MANIFEST_NAME}.*{TMP_SUFFIX}")]
     for p in found:
         if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
