@@ -21,10 +21,13 @@ class CheckpointError(ValueError):
     """A file that is not a loadable hype checkpoint; the message names the file and why."""
 
 
-def save_atomic(obj: dict, path: Path) -> int:
+def save_atomic(obj: dict, path: Path, *, before_replace=None) -> int:
     """Write `obj` to a temporary file in the same folder, fsync, then rename over `path`.
 
     A crash leaves either the old file or the complete new one, never half of it. Returns bytes.
+    before_replace(tmp_path) runs once the bytes are durable and before the rename: the trainer
+    records the file in the run's manifest there, so that no complete checkpoint ever exists
+    that the run's own records do not name.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
@@ -34,6 +37,8 @@ def save_atomic(obj: dict, path: Path) -> int:
             f.flush()
             os.fsync(f.fileno())
         faults.point("save")
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -153,15 +153,18 @@ class TrackedTraining:
         path = self.local_dir / name
         ckpt = state.checkpoint()
         ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
+        manifest = self.ctx.checkpoints.manifest
+        value = self.progress.values.get(state.epoch)
+
+        def record(tmp: Path) -> None:  # before the rename: a kill never leaves an unrecorded file
+            manifest.record(Entry(state.epoch, name, tmp.stat().st_size, sha256_of(tmp), "written", value))
+
         try:
-            size = save_atomic(ckpt, path)
-            sha = sha256_of(path)
+            size = save_atomic(ckpt, path, before_replace=record)
         except OSError as e:  # disk full, folder gone or read-only: the older checkpoints stay
             raise TrackingError(f"could not write checkpoint {path}: {e.strerror or e}; nothing was "
                                 "deleted. Free space (or fix the folder), then resume with: "
                                 f"python cli.py train --resume {self.run_id}") from None
-        manifest = self.ctx.checkpoints.manifest
-        manifest.record(Entry(state.epoch, name, size, sha, "written", self.progress.values.get(state.epoch)))
         self.written_bytes += size
         listing = self._upload(path)
         faults.point("upload")
