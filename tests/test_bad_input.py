@@ -92,6 +92,11 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
               "manifold": _train(uri, graph, ckpt, experiment="donors", manifold="lorentz")}
     w = World(root, uri, ckpt, root / "mlartifacts", runs, root / "PWNED")
     client = MlflowClient(uri)
+    # a run hype did not make (a plain mlflow.start_run), finished
+    plain = client.create_run(client.get_experiment_by_name("bad-input").experiment_id)
+    client.log_metric(plain.info.run_id, "map", 0.5, step=1)
+    client.set_terminated(plain.info.run_id, "FINISHED")
+    runs["plain"] = plain.info.run_id
 
     # "gone": every checkpoint deleted on both sides (the final model stays)
     store = TrackedCheckpoints(runs["gone"], client=client)
@@ -170,6 +175,12 @@ def _resume(w: World, key: str):
     return ["train", "--resume", w.runs[key], "--tracking-uri", w.uri, "--quiet"]
 
 
+def _with_run_id(w: World, monkeypatch, key: str):
+    """A leftover MLFLOW_RUN_ID in the environment, naming one of the world's runs."""
+    monkeypatch.setenv("MLFLOW_RUN_ID", w.runs[key])
+    return _train_args(w, "--dataset", w.tree)
+
+
 def _unreachable(monkeypatch):
     # MLflow's own HTTP retries, then ours, would wait minutes for a port nobody listens on.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -214,6 +225,12 @@ CASES = {
         lambda w, mp: [*_train_args(w, "--dataset", w.tree), "--checkpoint-dir", w.root / "a_file" / "ckpt"],
         "a_file/ckpt: Not a directory"),
     # resume
+    "resume-not-a-hype-run": (lambda w, mp: [*_resume(w, "plain"), "--dataset", w.tree],
+                              "was not made by hype train"),
+    "mlflow-run-id-of-a-finished-hype-run": (lambda w, mp: _with_run_id(w, mp, "keep_all"),
+                                             "names a FINISHED run"),
+    "mlflow-run-id-of-a-plain-finished-run": (lambda w, mp: _with_run_id(w, mp, "plain"),
+                                              "only a run that `mlflow run` just created is trained into"),
     "resume-unknown-run": (lambda w, mp: ["train", "--resume", "0" * 32, "--tracking-uri", w.uri],
                            f"no run with id '{'0' * 32}'"),
     "resume-checkpoints-all-deleted": (lambda w, mp: _resume(w, "gone"), "no retained checkpoint"),

@@ -141,6 +141,13 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
             raise TrackingError(f"no run with id {run_id!r} in this tracking store") from None
         raise
+    if not made_by_hype(run):
+        source = run.data.tags.get("mlflow.source.name") or "a plain MLflow run"
+        entry = run.data.tags.get("mlflow.project.entryPoint")
+        what = f"`mlflow run` entry point {entry!r}" if entry else source
+        raise TrackingError(f"run {run_id} was not made by hype train ({what}: no {layout.TAG_MODEL_NAME} "
+                            "tag, no model_name param); nothing of it was changed. Start a new run "
+                            "without --resume")
     config, tconfig = _run_configs(run)
     tconfig = replace(tconfig, force=force,
                       disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin)
@@ -204,6 +211,13 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, ck), progress)
     tracked.apply_retention(confirm=True)  # no more than the policies keep on either side after a crash
     return tracked, state, graph
+
+
+def made_by_hype(run) -> bool:
+    """A run that hype train started: it has the model tag and the params a resume needs."""
+    p = run.data.params
+    return (layout.TAG_MODEL_NAME in run.data.tags and "model_name" in p and "dataset_sha256" in p
+            and "manifold" in p and "dim" in p)
 
 
 def _ever_retained(run) -> bool:

@@ -43,6 +43,19 @@ def bind_folder(folder: Path, client: MlflowClient, run_id: str, tconfig: Tracke
                                            tconfig.resolved_mode))
 
 
+def adoptable_problem(run) -> str | None:
+    """Why a run that MLFLOW_RUN_ID names is not one `mlflow run` just created for us, or None:
+    it must be RUNNING and hold nothing of a hype training yet (a leftover variable must not
+    make a new training write into an old run)."""
+    status = run.info.status
+    if status != "RUNNING":
+        return f"a {status} run"
+    if layout.TAG_MODEL_NAME in run.data.tags or "model_name" in run.data.params:
+        return f"hype run {run.info.run_id} (model {run.data.tags.get(layout.TAG_MODEL_NAME, '?')}), " \
+               "which already trained"
+    return None
+
+
 def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig, tconfig: TrackerConfig,
               *, experiment: str, run_name: str | None) -> tuple[TrackedTraining, TrainState]:
     from mlflow.environment_variables import MLFLOW_RUN_ID
@@ -55,6 +68,11 @@ def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig,
         except MlflowException:
             raise TrackingError(f"MLFLOW_RUN_ID={MLFLOW_RUN_ID.get()} is not a run in {redact(uri)}; "
                                 "unset it to start a new run") from None
+        problem = adoptable_problem(run)
+        if problem:
+            raise TrackingError(f"MLFLOW_RUN_ID={run.info.run_id} names {problem}; only a run that "
+                                "`mlflow run` just created is trained into. Unset MLFLOW_RUN_ID to "
+                                "start a new run (or --resume a hype run)")
         get_or_create_experiment(client, uri, client.get_experiment(run.info.experiment_id).name)
         for k, v in tags.items():
             client.set_tag(run.info.run_id, k, v)
