@@ -30,3 +30,15 @@ def log_pyfunc(client, run_id: str, final_path: Path) -> None:
             pip_requirements=pip_requirements(),
         )
     # start_run/end_run marked the run FINISHED; the caller closes it properly right after.
+
+
+def remove_pyfunc(client, run_id: str) -> int:
+    """Delete the final-model LoggedModels this run logged before (a FINISHED run continued);
+    returns how many. Checkpoints and other runs' models are not touched."""
+    run = client.get_run(run_id)
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{layout.PYFUNC_FOLDER}'")
+    for m in models:
+        client.delete_logged_model(m.model_id)
+    return len(models)

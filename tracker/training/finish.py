@@ -52,8 +52,9 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     call_with_retry(log_disk_plot, client, run_id, emb, tracked.graph, tracked.config.manifold, epoch=None,
                     run_id=run_id)
     if tconfig.log_pyfunc:
-        from tracker.serving.log import log_pyfunc
+        from tracker.serving.log import log_pyfunc, remove_pyfunc
 
+        remove_pyfunc(client, run_id)  # a continued run still has one final model, the new one
         log_pyfunc(client, run_id, path)
     tags = {layout.TAG_FINAL_EPOCH: str(epoch), **retained_tags(tracked.progress.retained),
             layout.TAG_STOP_REASON: stop_reason or f"finished: reached {state.epoch} epochs"}

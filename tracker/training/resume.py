@@ -151,6 +151,15 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     config, tconfig = _run_configs(run)
     tconfig = replace(tconfig, force=force,
                       disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin)
+    ran = _epochs_ran(client, run_id)
+    continuing = run.info.status == "FINISHED"
+    if continuing and (epochs is None or epochs <= ran):
+        why = run.data.tags.get(layout.TAG_STOP_REASON, "finished")
+        raise TrackingError(f"run {run_id} is FINISHED ({why}) after {ran} epochs; nothing was changed. "
+                            f"To continue it, pass --epochs N with N > {ran}")
+    if epochs is not None and epochs <= ran:
+        raise TrackingError(f"--epochs {epochs}: run {run_id} has already trained {ran} epochs; "
+                            f"give more than {ran} (or leave --epochs out to finish its {config.epochs})")
     if epochs is not None:
         config = replace(config, epochs=epochs)
     path = dataset or run.data.params.get("dataset_path")
@@ -199,6 +208,11 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         raise TrackingError(f"cannot resume run {run_id} from "
                             f"{names.checkpoint_name(tconfig.model_name, state.epoch)}: {e}") from None
     stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
+    if continuing:
+        # Asked to go on past its stop: keep its best, give patience back, and say so.
+        stop_state = replace(stop_state, bad_evals=0)
+        say(f"Continuing FINISHED run {run_id} past its stop "
+            f"({run.data.tags.get(layout.TAG_STOP_REASON, 'finished')}) up to epoch {config.epochs}")
     progress = Progress(stop_state, {e: v for e, v in values.items() if e <= state.epoch},
                         inv.records(), resumed_from=state.epoch or None)
     best = stop_state.best_epoch
@@ -211,6 +225,11 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, ck), progress)
     tracked.apply_retention(confirm=True)  # no more than the policies keep on either side after a crash
     return tracked, state, graph
+
+
+def _epochs_ran(client: MlflowClient, run_id: str) -> int:
+    """The newest epoch the run logged (its loss is logged every epoch)."""
+    return max((int(m.step) for m in client.get_metric_history(run_id, "loss")), default=0)
 
 
 def made_by_hype(run) -> bool:

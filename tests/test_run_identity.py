@@ -1,0 +1,70 @@
+"""Which run a training writes into: a FINISHED run is continued only when asked, past its stop,
+with one final model; --epochs never goes below what a run already trained."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from cli import cli
+from tests.datasets import write_tree_closure
+from tracker import layout
+
+ARGS = ["--dim", "2", "--burnin", "1", "--eval-every", "1", "--negs", "4", "--lr", "1.0", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _train(uri, tmp_path, *extra):
+    data = write_tree_closure(tmp_path / "tree_closure.csv", depth=2)
+    r = invoke("train", "--dataset", data, "--tracking-uri", uri, "--checkpoint-dir", tmp_path / "ck",
+               *ARGS, *extra)
+    assert r.exit_code == 0, r.output
+    (run_id,) = [p.name for p in (tmp_path / "ck").iterdir()]
+    return run_id
+
+
+def pyfunc_models(client, run_id):
+    exp = client.get_run(run_id).info.experiment_id
+    return client.search_logged_models(experiment_ids=[exp], filter_string=f"source_run_id = '{run_id}'")
+
+
+def test_a_finished_run_is_continued_only_when_asked_and_keeps_one_final_model(sqlite_tracking, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "4", "--patience", "100")
+    client = MlflowClient(uri)
+    assert len(pyfunc_models(client, run_id)) == 1
+    before = client.get_run(run_id).data.tags[layout.TAG_STOP_REASON]
+
+    for extra, message in (((), "is FINISHED"), (("--epochs", "3"), "pass --epochs N with N > 4"),
+                           (("--epochs", "4"), "pass --epochs N with N > 4")):
+        r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", *extra)
+        assert r.exit_code == 1 and message in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[layout.TAG_STOP_REASON] == before
+
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "7")
+    assert r.exit_code == 0, r.output
+    assert f"Continuing FINISHED run {run_id} past its stop" in r.output
+    run = client.get_run(run_id)
+    assert run.data.tags[layout.TAG_STOP_REASON] == "finished: reached 7 epochs"
+    assert max(m.step for m in client.get_metric_history(run_id, "loss")) == 7
+    assert len(pyfunc_models(client, run_id)) == 1  # the old final model was replaced, not doubled
+    assert [a.path for a in client.list_artifacts(run_id, layout.FINAL_FOLDER)] == ["hype_model/tree.pth"]
+
+
+def test_an_early_stopped_run_goes_on_past_its_stop(sqlite_tracking, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    # loss as max: the best is the first evaluation after burn-in; patience 2 stops at epoch 4
+    run_id = _train(uri, tmp_path, "--epochs", "30", "--patience", "2", "--monitor", "loss", "--mode", "max",
+                    "--no-pyfunc")
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).data.tags[layout.TAG_STOP_REASON].startswith("stopped:")
+    ran = max(m.step for m in client.get_metric_history(run_id, "loss"))
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "30")
+    assert r.exit_code == 0, r.output
+    after = max(m.step for m in client.get_metric_history(run_id, "loss"))
+    assert after == ran + 2  # patience given back: two more evaluations, then the same stop rule
