@@ -58,6 +58,17 @@ def _count(ctx, param, value):
     return value
 
 
+def _given(ctx) -> dict:
+    """The options this command line named (not defaults), for what a resume may change."""
+    from click.core import ParameterSource
+
+    out = {name: value for name, value in ctx.params.items()
+           if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    if out.pop("no_keep_best", False):
+        out["keep_best"] = 0
+    return out
+
+
 def _model_name(dataset: Path) -> str:
     stem = dataset.stem
     return stem[: -len("_closure")] if stem.endswith("_closure") else stem
@@ -116,8 +127,9 @@ def _model_name(dataset: Path) -> str:
               help="Continue this MLflow run from its newest retained checkpoint.")
 @click.option("--no-pyfunc", is_flag=True, help="Do not log the final model as an MLflow model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, no_keep_best, keep_every,
-          monitor, mode,
+@click.pass_context
+def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, no_keep_best,
+          keep_every, monitor, mode,
           patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, no_pyfunc, quiet,
           epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
@@ -146,7 +158,7 @@ def train(dataset, tracking_uri, experiment, run_name, model_name, keep, keep_be
             graph = load_edge_csv(dataset) if dataset else None
             outcome = run_training(uri=uri, graph=graph, config=None, tconfig=None, resume=resume,
                                    epochs=epochs, checkpoint_root=checkpoint_dir, progress=not quiet,
-                                   force=force, disk_margin=disk_margin)
+                                   force=force, disk_margin=disk_margin, given=_given(ctx))
         else:
             dataset = dataset or DEFAULT_DATASET
             config = TrainConfig(epochs=epochs or _DEFAULTS["epochs"], **hp)

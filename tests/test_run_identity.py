@@ -68,3 +68,41 @@ def test_an_early_stopped_run_goes_on_past_its_stop(sqlite_tracking, tmp_path):
     assert r.exit_code == 0, r.output
     after = max(m.step for m in client.get_metric_history(run_id, "loss"))
     assert after == ran + 2  # patience given back: two more evaluations, then the same stop rule
+
+
+def test_resume_applies_records_and_prints_what_may_change(sqlite_tracking, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "4", "--patience", "100", "--keep-checkpoints", "20",
+                    "--no-pyfunc")
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "8",
+               "--keep-checkpoints", "2", "--patience", "50", "--keep-best", "0")
+    assert r.exit_code == 0, r.output
+    for line in ("Resume changes keep_checkpoints 20 -> 2", "Resume changes patience 100 -> 50",
+                 "Resume changes epochs 4 -> 8", "Resume changes keep_best 1 -> 0"):
+        assert line in r.output
+    client = MlflowClient(uri)
+    tags = client.get_run(run_id).data.tags
+    record = tags["hype.resume.1"]
+    assert record.startswith("at epoch 4: ") and "keep_checkpoints 20 -> 2" in record
+    assert tags[layout.TAG_RETAINED_EPOCHS] == "7,8"  # the new retention applied: newest 2, no best
+    assert client.get_run(run_id).data.params["keep_checkpoints"] == "20"  # params stay as logged
+
+
+def test_resume_refuses_what_defines_the_run(sqlite_tracking, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "3", "--no-pyfunc")
+    client = MlflowClient(uri)
+    before = client.get_run(run_id).data.tags
+    for extra, message in ((("--dim", "3"), "--dim 3: the run was made with 2"),
+                           (("--manifold", "lorentz"), "--manifold lorentz: the run was made with poincare"),
+                           (("--model-name", "other"), "--model-name other: the run was made with tree"),
+                           (("--experiment", "elsewhere"),
+                            "--experiment elsewhere: the run was made with hype")):
+        r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "5", *extra)
+        assert r.exit_code == 1 and message in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags == before
+    # the same value as the run's is not a change
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "5", "--dim", "2")
+    assert r.exit_code == 0, r.output

@@ -9,12 +9,13 @@ checked); anything the manifest does not name is not ours and is left alone.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from hype.config import TrainConfig
 from hype.data import Graph, load_edge_csv
 from hype.train import TrainState, check_compatible, new_state
 from tracker import layout
@@ -25,6 +26,7 @@ from tracker.checkpoints.lifecycle import RunCheckpoints
 from tracker.checkpoints.manifest import Entry
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy import names, stopping
+from tracker.policy import resume as resume_policy
 from tracker.policy.retention import monitored_values
 from tracker.store.errors import TrackingError
 from tracker.training.callbacks import Progress, RunContext, TrackedTraining, say
@@ -133,8 +135,9 @@ def _checked(ckpt: dict, run_id: str, path: Path) -> dict:
 
 def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
                epochs: int | None = None, checkpoint_root: Path | None = None,
-               force: bool = False, disk_margin: int | None = None,
+               force: bool = False, disk_margin: int | None = None, given: dict | None = None,
                ) -> tuple[TrackedTraining, TrainState, Graph]:
+    """given: the options the command line named (click's names), checked by policy.resume."""
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
@@ -151,6 +154,22 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     config, tconfig = _run_configs(run)
     tconfig = replace(tconfig, force=force,
                       disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin)
+    given = dict(given or {})
+    if epochs is not None:
+        given["epochs"] = epochs
+    epochs = given.get("epochs")
+    changes, refused = resume_policy.plan(
+        given, run.data.params, experiment=client.get_experiment(run.info.experiment_id).name,
+        run_name=run.info.run_name)
+    if refused:
+        raise TrackingError(f"cannot resume run {run_id}: {'; '.join(refused)}; nothing was changed")
+    try:
+        config = replace(config, **{c.option: given[c.option] for c in changes
+                                    if c.option in TRAIN_FIELDS and c.option != "epochs"})
+        tconfig = replace(tconfig, **{c.option: given[c.option] for c in changes
+                                      if c.option in TRACKER_FIELDS})
+    except ValueError as e:
+        raise TrackingError(f"cannot resume run {run_id}: {e}") from None
     ran = _epochs_ran(client, run_id)
     continuing = run.info.status == "FINISHED"
     if continuing and (epochs is None or epochs <= ran):
@@ -220,11 +239,20 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     if best is not None and best in held and not held[best].interrupted:
         progress.best_emb = fetch(ck, held[best])["embeddings"]
     client.update_run(run_id, status="RUNNING")
+    n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
+    client.set_tag(run_id, f"{RESUME_TAG}{n}", resume_policy.record(changes, state.epoch))
+    for c in changes:
+        say(f"Resume changes {c}")
     say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "
         f"(epoch {state.epoch}/{config.epochs})")
     tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, ck), progress)
     tracked.apply_retention(confirm=True)  # no more than the policies keep on either side after a crash
     return tracked, state, graph
+
+
+RESUME_TAG = "hype.resume."  # hype.resume.1, .2, ...: what each resume changed (params are immutable)
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+TRACKER_FIELDS = {f.name for f in fields(TrackerConfig)}
 
 
 def _epochs_ran(client: MlflowClient, run_id: str) -> int:

@@ -33,13 +33,13 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                  tconfig: TrackerConfig | None, experiment: str = "hype", run_name: str | None = None,
                  resume: str | None = None, epochs: int | None = None,
                  checkpoint_root: Path | None = None, progress: bool = True, force: bool = False,
-                 disk_margin: int | None = None) -> Outcome:
+                 disk_margin: int | None = None, given: dict | None = None) -> Outcome:
     tune_sqlite_commits()
     client = open_tracking_store(uri)
     if resume:
         tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,
                                            epochs=epochs, checkpoint_root=checkpoint_root,
-                                           force=force, disk_margin=disk_margin)
+                                           force=force, disk_margin=disk_margin, given=given)
     else:
         tracked, state = start_run(client, uri, graph, config, tconfig, experiment=experiment,
                                    run_name=run_name)
