@@ -66,6 +66,8 @@ def _given(ctx) -> dict:
            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     if out.pop("no_keep_best", False):
         out["keep_best"] = 0
+    if out.pop("no_pyfunc", False):
+        out["log_pyfunc"] = False
     return out
 
 

@@ -27,6 +27,7 @@ CHANGEABLE = {
     "lr": ("lr", "fine-tuning at another learning rate; burn-in keeps its multiplier"),
     "workers": ("workers", "processes on this machine"),
     "backend": ("backend", "the same update, another implementation"),
+    "log_pyfunc": ("log_pyfunc", "--no-pyfunc: no MLflow model at the end"),
 }
 # option name -> the run's param (or tag) it must equal
 FIXED = {
