@@ -11,6 +11,8 @@ import click
 from hype.config import BACKENDS, MANIFOLDS, TrainConfig
 from tracker.layout import PROJECT_ROOT
 
+# What a run logs that early stopping and "best" can follow (the _sampled ones with --eval-sample).
+MONITORS = ("map", "mean_rank", "loss", "map_sampled", "mean_rank_sampled")
 DEFAULT_DATASET = PROJECT_ROOT / "data" / "mammal_closure.csv"
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -163,7 +165,10 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
                                    force=force, disk_margin=disk_margin, given=_given(ctx))
         else:
             dataset = dataset or DEFAULT_DATASET
-            config = TrainConfig(epochs=epochs or _DEFAULTS["epochs"], **hp)
+            config = TrainConfig(epochs=_DEFAULTS["epochs"] if epochs is None else epochs, **hp)
+            if monitor not in MONITORS:
+                raise click.BadParameter(f"{monitor!r} is never logged by a run; choose from "
+                                         f"{', '.join(MONITORS)}", param_hint="--monitor")
             if monitor.endswith("_sampled") and not config.eval_sample:
                 raise click.BadParameter(f"{monitor} needs --eval-sample N", param_hint="--monitor")
             if monitor in ("map", "mean_rank") and config.eval_sample:

@@ -44,6 +44,7 @@ class TrainConfig:
         _positive("syncs", self.syncs)
         _positive("init_scale", self.init_scale)
         _non_negative("burnin", self.burnin)
+        _non_negative("seed", self.seed)
         if self.workers > 1 and self.backend != "numba":
             raise ValueError(f"Invalid workers: {self.workers} with backend {self.backend!r} "
                              "(several workers need the numba backend)")
@@ -81,6 +82,8 @@ class TrainConfig:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"Invalid {name}: {value} (must be > 0)")
+    if value == float("inf"):
+        raise ValueError(f"Invalid {name}: {value} (must be finite)")
 
 
 def _non_negative(name: str, value: float) -> None:

@@ -157,6 +157,13 @@ def _assert_clear_failure(result, message: str) -> str:
     return lines[-1]
 
 
+def _run_count(w: World) -> int:
+    import sqlite3
+
+    with sqlite3.connect(w.root / "mlflow.db") as conn:
+        return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
 def _invoke(args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -172,7 +179,8 @@ def _train_args(w: World, *extra):
 
 
 def _resume(w: World, key: str):
-    return ["train", "--resume", w.runs[key], "--tracking-uri", w.uri, "--quiet"]
+    # the world's runs are FINISHED after 2 epochs: asking for more is what reaches their checkpoints
+    return ["train", "--resume", w.runs[key], "--tracking-uri", w.uri, "--quiet", "--epochs", "5"]
 
 
 def _with_run_id(w: World, monkeypatch, key: str):
@@ -225,6 +233,15 @@ CASES = {
         lambda w, mp: [*_train_args(w, "--dataset", w.tree), "--checkpoint-dir", w.root / "a_file" / "ckpt"],
         "a_file/ckpt: Not a directory"),
     # resume
+    "epochs-zero": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--epochs", "0"), "Invalid epochs: 0"),
+    "lr-inf": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--lr", "inf"), "Invalid lr: inf"),
+    "seed-negative": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--seed", "-1"), "Invalid seed: -1"),
+    "model-name-blank": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--model-name", " "),
+                         "model name is empty"),
+    "model-name-like-a-checkpoint": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--model-name",
+                                                               "snap_epoch3"), "ends like a checkpoint"),
+    "monitor-never-logged": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--monitor", "mapp"),
+                             "'mapp' is never logged by a run; choose from map, mean_rank, loss"),
     "resume-not-a-hype-run": (lambda w, mp: [*_resume(w, "plain"), "--dataset", w.tree],
                               "was not made by hype train"),
     "mlflow-run-id-of-a-finished-hype-run": (lambda w, mp: _with_run_id(w, mp, "keep_all"),
@@ -279,7 +296,9 @@ def test_bad_input_is_one_clear_line_and_deletes_nothing(world, case, monkeypatc
     make_args, message = CASES[case]
     before = _fingerprint(world.ckpt, world.artifacts)
     assert len([p for p in before if p.endswith(".pth")]) >= 10
+    runs_before = _run_count(world)
     line = _assert_clear_failure(_invoke(make_args(world, monkeypatch)), message)
+    assert _run_count(world) == runs_before  # no run is created for input that can be checked first
     print(f"{case}: {line}")  # the matrix as users see it: pytest -s -k one_clear_line
     assert _fingerprint(world.ckpt, world.artifacts) == before
     assert not world.marker.exists()  # no pickle payload ever ran

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tracker.layout import PROJECT_ROOT
 from tracker.policy import stopping
-from tracker.policy.names import model_name_problem
+from tracker.policy.names import final_name, model_name_problem
 from tracker.policy.retention import Policy, Retention
 
 
@@ -34,6 +34,7 @@ class TrackerConfig:
         problem = model_name_problem(self.model_name)
         if problem is not None:
             raise ValueError(problem)
+        final_name(self.model_name)  # "snap_epoch3" would make its final model read as a checkpoint
 
     @property
     def retention(self) -> Retention:
