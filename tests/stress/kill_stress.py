@@ -276,6 +276,10 @@ class Trial:
         return not self.problems
 
 
+def _finished(uri: str, run_id: str) -> bool:
+    return MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+
+
 def _newest_epoch(run_dir: Path) -> int:
     epochs = [p.epoch for f in run_dir.glob("*.pth") if (p := names.parse_checkpoint_name(f.name))]
     return max(epochs, default=0)
@@ -317,6 +321,8 @@ def run_trial(index: int, plan: list[Kill | None], rng: random.Random | None, s:
                 trial.run_id = runs[0] if len(runs) == 1 else None
             if p.rc == 0:
                 break
+            if p.killed and trial.run_id is not None and _finished(uri, trial.run_id):
+                break  # killed after the run was closed: done (a resume would rightly refuse it)
             if not p.killed or trial.run_id is None:
                 tail = "\n".join(p.output.strip().splitlines()[-6:])
                 trial.problems.append(f"process {k} ({'resume' if resume else 'fresh'}, kill {kill}) "
