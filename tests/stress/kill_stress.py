@@ -277,7 +277,8 @@ class Trial:
 
 
 def _finished(uri: str, run_id: str) -> bool:
-    return MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+    run = MlflowClient(uri).get_run(run_id)
+    return run.info.status == "FINISHED" and layout.TAG_FINAL_EPOCH in run.data.tags
 
 
 def _newest_epoch(run_dir: Path) -> int:

@@ -171,7 +171,9 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     except ValueError as e:
         raise TrackingError(f"cannot resume run {run_id}: {e}") from None
     ran = _epochs_ran(client, run_id)
-    continuing = run.info.status == "FINISHED"
+    # Closed by hype's finish (its last tags, then the status): log_pyfunc's own end_run also
+    # says FINISHED, and a kill right after it leaves a run that still needs finishing.
+    continuing = run.info.status == "FINISHED" and layout.TAG_FINAL_EPOCH in run.data.tags
     if continuing and (epochs is None or epochs <= ran):
         why = run.data.tags.get(layout.TAG_STOP_REASON, "finished")
         raise TrackingError(f"run {run_id} is FINISHED ({why}) after {ran} epochs; nothing was changed. "
