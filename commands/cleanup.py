@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -120,6 +121,10 @@ def cleanup(ctx, directory, keep, keep_best, keep_every, dry_run, as_json, run_i
         ctx.exit(1)
 
 
+def _looks_like_run_id(name: str) -> bool:
+    return len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+
+
 def _first_problem(results) -> str:
     for r in results:
         if r.problems:
@@ -149,7 +154,17 @@ def _local(directory, tracking_uri, retention, dry_run, include_running, as_json
         return []
     planned = targets.plan_flat(directory, retention, found.flat_models)
     clients = {}
+    seen: dict[str, Path] = {}
     for f in found.run_folders:
+        if f.manifest is not None and f.manifest.run_id in seen:
+            # a copy (a backup, say): one run has one folder; which is real is for a person to say
+            planned.append(targets.Target(
+                "run", f"run folder {f.folder}", local_location=str(f.folder),
+                problems=(f"{f.folder} holds a manifest of run {f.manifest.run_id}, as "
+                          f"{seen[f.manifest.run_id]} does: left alone (clean one with --directory)",)))
+            continue
+        if f.manifest is not None:
+            seen[f.manifest.run_id] = f.folder
         if f.manifest is None:
             planned.append(targets.Target("run", f"run folder {f.folder}", local_location=str(f.folder),
                                           problems=(f.problem,)))
@@ -171,8 +186,10 @@ def _local(directory, tracking_uri, retention, dry_run, include_running, as_json
                                         folder=run_folder.RunFolder(f.folder, f.manifest)))
     if found.unbound and not as_json:
         for p in found.unbound:
-            click.echo(f"{p}: checkpoints but no manifest, so not a run folder; clean it by name rules "
-                       f"with: python cli.py cleanup --directory {p}", err=True)
+            how = (f"--run-id {p.name} (its run's rules: best kept)" if _looks_like_run_id(p.name)
+                   else f"--directory {p} (name rules)")
+            click.echo(f"{p}: checkpoints but no manifest, so not a run folder; clean it with: "
+                       f"python cli.py cleanup {how}", err=True)
     return _run_all(planned, dry_run)
 
 
@@ -198,4 +215,7 @@ def _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_r
         raise click.ClickException(str(e)) from None
     if not selected:
         click.echo(f"no runs in experiment {experiment!r}" if experiment else "no runs", err=True)
+    if run_id is not None:  # the one run asked for: being skipped means it was not cleaned
+        planned = [replace(t, problems=(*t.problems, f"run {t.run_id} was not cleaned: {t.skip}"))
+                   if t.skip else t for t in planned]
     return _run_all(planned, dry_run)

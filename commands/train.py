@@ -107,8 +107,7 @@ def _model_name(dataset: Path) -> str:
 @click.option("--keep-checkpoints", "keep", callback=_keep, default=None,
               help="Keep the newest N epoch checkpoints (local + tracked); 'all' or 0 keeps every one. "
                    "[default: 20]")
-@click.option("--keep-best", type=int, default=1, is_flag=False, flag_value=1, show_default=True,
-              callback=_count, metavar="K",
+@click.option("--keep-best", type=int, default=1, show_default=True, callback=_count, metavar="K",
               help="Also keep the K best checkpoints by --monitor (after burn-in); 0 turns it off.")
 @click.option("--no-keep-best", is_flag=True, help="The same as --keep-best 0.")
 @click.option("--keep-every", type=int, default=0, show_default=True, callback=_count, metavar="K",

@@ -64,12 +64,15 @@ def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch)
 
 
 def test_remove_temporaries_only_removes_partial_saves(tmp_path):
-    (tmp_path / "m_epoch0002.pth.abc123.tmp").write_bytes(b"partial")
-    (tmp_path / "notes.tmp").write_text("not ours")
+    (tmp_path / "m_epoch0002.pth.abc123xy.tmp").write_bytes(b"partial")
+    (tmp_path / "m.pth.q1w2e3r4.tmp").write_bytes(b"partial final model")
+    for other in ("notes.tmp", "results.pth.v1.tmp", "other_epoch0002.pth.abc123xy.tmp"):
+        (tmp_path / other).write_text("not ours")
     (tmp_path / "m_epoch0001.pth").write_bytes(b"x")
-    removed = remove_temporaries(tmp_path)
-    assert [p.name for p in removed] == ["m_epoch0002.pth.abc123.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_epoch0001.pth", "notes.tmp"]
+    removed = remove_temporaries(tmp_path, "m")
+    assert [p.name for p in removed] == ["m.pth.q1w2e3r4.tmp", "m_epoch0002.pth.abc123xy.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m_epoch0001.pth", "notes.tmp", "other_epoch0002.pth.abc123xy.tmp", "results.pth.v1.tmp"]
 
 
 def test_what_we_save_loads_with_weights_only(tmp_path):

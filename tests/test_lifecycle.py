@@ -279,3 +279,123 @@ def test_through_a_tracking_server(mlflow_server_proxied, tree, tmp_path):
     on_server = sorted(p.name for p in mlflow_server_proxied.artifacts_dir.rglob("tree_epoch*.pth")
                        if run_id in str(p))
     assert on_server == ["tree_epoch0011.pth", "tree_epoch0012.pth"]
+
+
+# --- found by an adversarial pass ------------------------------------------------------------
+
+
+def test_a_question_mark_in_the_checkpoint_path_stays_in_the_path(sqlite_tracking, tree, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    root = tmp_path / "data.db?v=2"
+    run_id = train(uri, tree, root, epochs=3)
+    assert (root / run_id / MANIFEST_NAME).stat().st_size > 0
+    assert not (tmp_path / "data.db").exists()
+    assert manifest_epochs(root / run_id, run_id) == [1, 2, 3]
+
+
+def test_a_dry_run_writes_nothing_not_even_the_manifest(two_runs):
+    uri, root, a, _ = two_runs
+    (root / a / "tree_epoch0006.pth").rename(root / "aside.pth")  # gone from the folder for a moment
+    before = snapshot(root / a)
+    assert cleanup("--directory", str(root / a), "--keep", "1", "--dry-run").exit_code == 0
+    assert snapshot(root / a) == before
+    (root / "aside.pth").rename(root / a / "tree_epoch0006.pth")
+    out = cleanup("--directory", str(root / a), "--keep", "1", "--keep-best", "0")
+    assert out.exit_code == 0, out.output
+    assert local(root / a) == [6]  # the newest survived: nothing turned it into a deletion to finish
+
+
+def test_resume_adopts_a_folder_from_before_manifests(two_runs):
+    uri, root, a, _ = two_runs
+    for p in (root / a).glob(MANIFEST_NAME + "*"):
+        p.unlink()
+    r = CliRunner().invoke(cli, ["train", "--resume", a, "--tracking-uri", uri, "--epochs", "8", "--quiet",
+                                 "--keep-checkpoints", "3", "--keep-best", "0", "--keep-every", "0"])
+    assert r.exit_code == 0, r.output
+    assert "not ours" not in r.output
+    assert four_sides(MlflowClient(uri), a, root / a) == dict.fromkeys(
+        ("tags", "manifest", "local", "tracked"), [6, 7, 8])
+
+
+def test_training_never_overwrites_a_file_that_is_not_the_runs(two_runs):
+    uri, root, a, _ = two_runs
+    stranger = root / a / "tree_epoch0007.pth"
+    stranger.write_text("notes")
+    bait = root / a / "results.pth.v1.tmp"
+    bait.write_text("data")
+    r = CliRunner().invoke(cli, ["train", "--resume", a, "--tracking-uri", uri, "--epochs", "8", "--quiet"])
+    assert r.exit_code == 1 and "is in the way of epoch 7's checkpoint" in r.output
+    assert stranger.read_text() == "notes" and bait.read_text() == "data"
+
+
+def test_a_cleanup_elsewhere_is_not_undone_by_the_next_resume(two_runs):
+    uri, root, a, _ = two_runs
+    client = MlflowClient(uri)
+    client.set_tag(a, layout.TAG_CHECKPOINT_DIR, "/elsewhere/on/another/machine")
+    moved = root.parent / "moved"
+    moved.mkdir()
+    (root / a).rename(moved / a)  # the store's tag does not know this folder
+    out = cleanup("--run-id", a, "--tracking-uri", uri, "--keep", "2", "--keep-best", "0")
+    assert out.exit_code == 0, out.output
+    assert tracked(client, a) == [5, 6]
+    r = CliRunner().invoke(cli, ["train", "--resume", a, "--tracking-uri", uri, "--epochs", "7", "--quiet",
+                                 "--checkpoint-dir", str(moved), "--keep-checkpoints", "2",
+                                 "--keep-best", "0", "--keep-every", "0"])
+    assert r.exit_code == 0, r.output
+    assert "Stored tree_epoch0001.pth" not in r.output
+    assert four_sides(client, a, moved / a) == dict.fromkeys(("tags", "manifest", "local", "tracked"), [6, 7])
+
+
+def test_cleanup_repairs_stale_tags_with_nothing_to_delete(two_runs):
+    uri, root, a, _ = two_runs
+    client = MlflowClient(uri)
+    client.set_tag(a, layout.TAG_RETAINED_EPOCHS, "1,2,3")
+    assert cleanup("--run-id", a, "--tracking-uri", uri, "--keep", "20").exit_code == 0
+    assert tag_epochs(client, a) == list(range(1, 7))
+
+
+def test_a_replaced_file_is_reported_once_not_deleted_forever(two_runs):
+    uri, root, a, _ = two_runs
+    victim = root / a / "tree_epoch0001.pth"
+    victim.write_bytes(b"\1" * victim.stat().st_size)
+    first = cleanup("--directory", str(root / a), "--keep", "3", "--keep-best", "0", "--json")
+    again = cleanup("--directory", str(root / a), "--keep", "3", "--keep-best", "0", "--json")
+    assert json.loads(first.output)["summary"]["deleted"] == 3
+    assert json.loads(again.output)["summary"]["deleted"] == 0
+    assert victim.exists()
+    assert any(s["name"] == victim.name for s in json.loads(again.output)["targets"][0]["not_ours"])
+
+
+def test_a_damaged_manifest_row_is_one_line(two_runs):
+    import sqlite3
+
+    uri, root, a, _ = two_runs
+    with sqlite3.connect(root / a / MANIFEST_NAME) as conn:
+        conn.execute("UPDATE checkpoints SET epoch = 99 WHERE epoch = 2")
+    conn.close()
+    before = snapshot(root / a)
+    out = cleanup("--directory", str(root / a), "--keep", "1")
+    assert out.exit_code == 1 and "damaged manifest row" in out.output
+    assert len(out.output.strip().splitlines()) == 1 and snapshot(root / a) == before
+
+
+def test_a_named_run_that_is_skipped_exits_nonzero(two_runs):
+    uri, root, a, _ = two_runs
+    client = MlflowClient(uri)
+    client.set_tag(a, layout.TAG_BEST_EPOCH, "two")
+    out = cleanup("--run-id", a, "--tracking-uri", uri, "--keep", "1")
+    assert out.exit_code == 1 and "was not cleaned" in out.output
+    assert tracked(client, a) == list(range(1, 7))
+
+
+def test_a_backup_copy_of_a_run_folder_is_left_alone(two_runs):
+    import shutil
+
+    uri, root, a, _ = two_runs
+    shutil.copytree(root / a, root / f"{a}-backup")
+    backup = snapshot(root / f"{a}-backup")
+    out = cleanup("--directory", str(root), "--keep", "2", "--keep-best", "0")
+    assert out.exit_code == 1 and "left alone" in out.output
+    # the first folder found (sorted: the run's own) is cleaned, the copy is not touched
+    assert local(root / a) == [5, 6]
+    assert snapshot(root / f"{a}-backup") == backup

@@ -96,7 +96,11 @@ class Deleter:
         elif "deleted" in (tracked, local):
             status = "deleted"
         else:
-            status = "already gone" if not local.startswith("not ours") else "deleted"
+            status = "already gone"
+        if local.startswith("not ours") and tracked in ("deleted", "absent") and self.manifest is not None:
+            # Nothing of this checkpoint is left but a file that is not it: the row has nothing
+            # more to account for, and the file is reported as not in the manifest from now on.
+            self.manifest.forget(item.epoch)
         return Deletion(item, reason, status, tracked, local, error, freed)
 
     def _restore(self, item: Item, state: str) -> None:

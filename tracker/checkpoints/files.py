@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -94,16 +95,27 @@ def load(path: Path) -> dict:
     return obj
 
 
-def remove_temporaries(directory: Path) -> list[Path]:
-    """Delete left-over partial saves (ours only: *.pth.<random>.tmp, and a manifest that a kill
-    stopped before it was renamed into place: .hype_manifest.sqlite.<random>.tmp)."""
-    from tracker.checkpoints.manifest import MANIFEST_NAME
+PROBE_NAME = ".hype-size-probe.pth"  # the disk guard's one measuring save
+# mkstemp's temporary names: <target>.<8 random characters>.tmp
+_TMP_RE = re.compile(r"(?P<target>.+)\.[A-Za-z0-9_]{8}" + re.escape(TMP_SUFFIX))
 
+
+def remove_temporaries(directory: Path, model: str) -> list[Path]:
+    """Delete left-over partial saves of this run's own files only: a checkpoint of ``model``,
+    its final model, the disk guard's probe, or a manifest a kill stopped before it was renamed
+    into place. Any other *.tmp (results.pth.v1.tmp, say) is not ours and stays."""
+    from tracker.checkpoints.manifest import MANIFEST_NAME
+    from tracker.policy.names import final_name, parse_checkpoint_name
+
+    ours = {final_name(model), PROBE_NAME, f".{MANIFEST_NAME}"}
     removed = []
-    found = [*Path(directory).glob(f"*.pth.*{TMP_SUFFIX}"),
-             *Path(directory).glob(f".{MANIFEST_NAME}.*{TMP_SUFFIX}")]
-    for p in found:
-        if p.is_file() and not p.is_symlink():
+    for p in sorted(Path(directory).iterdir()):
+        m = _TMP_RE.fullmatch(p.name)
+        if m is None or not p.is_file() or p.is_symlink():
+            continue
+        target = m.group("target")
+        parsed = parse_checkpoint_name(target)
+        if target in ours or (parsed is not None and parsed.model == model):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -44,6 +44,7 @@ class Item:
     local: bool  # a local file that is this checkpoint
     state: str  # the manifest's state, "legacy" without a manifest
     interrupted: bool = False  # the manifest says deleted, copies remain: finish the deletion
+    lost_tracked: bool = False  # confirmed stored once, its tracked copy deleted since (elsewhere)
 
     def record(self) -> CheckpointRecord:
         return CheckpointRecord(self.epoch, self.name, self.size, self.stored, self.value)
@@ -185,13 +186,20 @@ def _bound(model: str, manifest: Mapping[int, Entry], local: Mapping[str, int],
                 vanished.append(epoch)
             continue
         stored = tracked_ok if tracked is not None else e.state == "stored"
+        # Confirmed stored once, now gone from the store: someone deleted it there (a cleanup
+        # on another machine, the UI). It counts as stored, so the policies decide: a dropped one
+        # goes locally too, a kept one gets its tracked copy back on resume; never a re-upload
+        # of something only because its upload "was not confirmed".
+        lost = tracked is not None and not in_tracked and here and e.state == "stored"
+        stored = stored or lost
         if not (in_tracked or here or (tracked is None and stored)):
             vanished.append(epoch)  # never finished saving, or deleted by hand on both sides
             continue
         if in_tracked and not tracked_ok:
             skipped.append(Skipped(e.name, f"the store lists {tracked[e.name]} bytes, the manifest "
                                            f"{e.size}: not confirmed stored, kept"))
-        items.append(Item(epoch, e.name, e.size, e.sha256, value, stored, in_tracked, here, e.state))
+        items.append(Item(epoch, e.name, e.size, e.sha256, value, stored, in_tracked, here, e.state,
+                          lost_tracked=lost))
     for name, size in sorted(local.items()):
         e = names.get(name)
         if e is None:

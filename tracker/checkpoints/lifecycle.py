@@ -96,15 +96,6 @@ class RunCheckpoints:
         entries = self.manifest.entries() if self.manifest is not None else None
         inv = build(self.model, manifest=entries, local=local, tracked=tracked,
                     legacy_local=self.legacy_local, values=values)
-        if self.manifest is not None and tracked is not None:
-            # What the listing just showed is a fact the manifest records, whoever saw it first:
-            # an upload a kill left unrecorded is stored; rows gone from both sides are deleted.
-            for item in inv.items:
-                if item.state == "written" and item.stored:
-                    self.manifest.set_state(item.epoch, "stored")
-            for epoch in inv.vanished:
-                if entries[epoch].state != "deleted":
-                    self.manifest.set_state(epoch, "deleted")
         look_alikes = [s for s in skipped if s.name not in {x.name for x in inv.not_ours}]
         return Inventory(inv.model, inv.items, tuple(sorted(inv.not_ours + tuple(look_alikes),
                                                             key=lambda s: s.name)),
@@ -119,7 +110,12 @@ class RunCheckpoints:
 
     def apply(self, plan: Plan, *, dry_run: bool = False, confirm: bool = True,
               tick: Callable[[Deletion], None] = lambda d: None) -> Applied:
-        """Delete what ``plan`` says, in epoch order; stop at a refusal or an outage."""
+        """Delete what ``plan`` says, in epoch order; stop at a refusal or an outage. Not in a dry
+        run: first record what the listing confirmed (an upload a kill left unrecorded is stored)."""
+        if not dry_run and self.manifest is not None:
+            for item in plan.inventory.items:
+                if item.state == "written" and item.stored:
+                    self.manifest.set_state(item.epoch, "stored")
         done: list[Deletion] = []
         for item, reason in plan.deletions:
             if dry_run:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy import URL, Column, Float, Integer, MetaData, String, Table, create_engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -83,8 +83,26 @@ def has_manifest(folder: Path) -> bool:
 
 
 def _engine(path: Path):
-    # NullPool: no connection outlives a call, so no lock is held between two epochs.
-    return create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": 30})
+    # NullPool: no connection outlives a call, so no lock is held between two epochs. URL.create:
+    # a "?" or "%" in the folder's path must stay part of the path, not become a query string.
+    url = URL.create("sqlite", database=str(path))
+    return create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+
+def _row_problem(r, model: str) -> str | None:
+    from tracker.policy.names import parse_checkpoint_name
+
+    epoch, name, size = r["epoch"], r["name"], r["size"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch {epoch!r}"
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return f"size {size!r} of epoch {epoch}"
+    parsed = parse_checkpoint_name(name) if isinstance(name, str) else None
+    if parsed is None or parsed.epoch != epoch or parsed.model != model:
+        return f"name {name!r} is not model {model!r}'s checkpoint of epoch {epoch}"
+    if r["value"] is not None and not isinstance(r["value"], int | float):
+        return f"value {r['value']!r} of epoch {epoch}"
+    return None
 
 
 class Manifest:
@@ -121,6 +139,10 @@ class Manifest:
                 os.link(tmp, manifest_path(folder))
             except FileExistsError:
                 return cls.open(folder, run_id=binding.run_id)
+            except OSError:  # a file system without hard links: rename, if still free
+                if manifest_path(folder).exists():
+                    return cls.open(folder, run_id=binding.run_id)
+                os.replace(tmp, manifest_path(folder))
         finally:
             Path(tmp).unlink(missing_ok=True)
         return cls(manifest_path(folder), binding)
@@ -164,8 +186,13 @@ class Manifest:
                                 f"({str(getattr(e, 'orig', e)).splitlines()[0]})") from None
         out = {}
         for r in rows:
+            problem = _row_problem(r, self.binding.model_name)
+            if problem:
+                raise ManifestError(f"{self.path}: damaged manifest row ({problem}); nothing in "
+                                    f"{self.folder} was used")
             state = r["state"] if r["state"] in STATES else "written"  # unknown: assume least
-            out[r["epoch"]] = Entry(r["epoch"], r["name"], r["size"], r["sha256"], state, r["value"])
+            value = None if r["value"] is None else float(r["value"])
+            out[r["epoch"]] = Entry(r["epoch"], r["name"], r["size"], r["sha256"], state, value)
         return out
 
     def record(self, entry: Entry) -> None:

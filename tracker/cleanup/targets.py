@@ -28,6 +28,7 @@ from tracker.checkpoints import folder as run_folder
 from tracker.checkpoints.deleter import Deletion
 from tracker.checkpoints.inventory import Skipped
 from tracker.checkpoints.lifecycle import Applied, Plan, RunCheckpoints, retained_tags
+from tracker.checkpoints.manifest import ManifestError
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.cleanup.runs import IN_PROGRESS, RETRY, Selected
 from tracker.policy import stopping
@@ -54,6 +55,7 @@ class Target:
     warnings: tuple[str, ...] = ()
     plan: Plan | None = None
     checkpoints: RunCheckpoints | None = field(default=None, repr=False, compare=False)
+    current_tags: dict = field(default_factory=dict, repr=False, compare=False)  # the run's, as planned
     client: MlflowClient | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -115,7 +117,7 @@ def plan_run(client: MlflowClient, sel: Selected, *, retention: Retention, inclu
         folder = run_folder.locate(run_id, hint=tags.get(layout.TAG_CHECKPOINT_DIR), root=root)
     problems = (f"local copies: {folder.problem}",) if folder.problem else ()
     warnings = (folder.note,) if folder.note else ()
-    monitor = tags.get(layout.TAG_MONITOR) or p.get("monitor", "map")
+    monitor = p.get("monitor") or tags.get(layout.TAG_MONITOR) or "map"  # params cannot be edited
     mode = p.get("mode") or stopping.infer_mode(monitor)
     start = int(p.get("burnin", 0)) + 1  # as the trainer: burn-in evaluations are not "best"
     try:
@@ -130,8 +132,12 @@ def plan_run(client: MlflowClient, sel: Selected, *, retention: Retention, inclu
         policies.append(Protect(frozenset({best}), f"best ({monitor}={value})" if value else "best"))
     ck = RunCheckpoints(run_id, base.model, store=store, folder=folder.folder, manifest=folder.manifest,
                         legacy_local=folder.legacy)
-    plan = ck.plan(policies, listing=listing, values=values)
-    return replace(base, tracked_location=store.uri, best_epoch=best, policies_text=retention.describe(),
+    try:
+        plan = ck.plan(policies, listing=listing, values=values)
+    except ManifestError as e:
+        return replace(base, problems=(str(e),))
+    return replace(base, current_tags=dict(tags), tracked_location=store.uri, best_epoch=best,
+                   policies_text=retention.describe(),
                    local_location=str(folder.folder) if folder.folder else None, problems=problems,
                    warnings=warnings, plan=plan, checkpoints=ck)
 
@@ -158,8 +164,11 @@ def execute(target: Target, *, dry_run: bool, tick: Callable[[Deletion], None] =
         problems.append(refused_message(target, sum(d.status == "deleted" for d in applied.deletions)))
     elif applied.error is not None:
         problems.append(f"stopped: {applied.error}")
-    if target.kind == "run" and not dry_run and applied.deletions:
-        tags = retained_tags(applied.retained)
+    current = target.current_tags
+    tags = retained_tags(applied.retained)
+    if target.kind == "run" and not dry_run and any(current.get(k) != v for k, v in tags.items()):
+        # after any deletion, and whenever the tags no longer say what the run holds (edited,
+        # files deleted by hand, a cleanup whose own tag update failed)
         try:
             call_with_retry(f"update the tags of run {target.run_id}", lambda: target.client.log_batch(
                 target.run_id, tags=[RunTag(k, v) for k, v in tags.items()]), RETRY)

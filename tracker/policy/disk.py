@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracker.checkpoints.files import save_atomic
+from tracker.checkpoints.files import PROBE_NAME, save_atomic
 from tracker.fmt import human_bytes
 
 
@@ -47,7 +47,7 @@ def estimate(checkpoint_bytes: int, *, keep: int | None, epochs: int, free: int,
 
 def measure_checkpoint(state_dict: dict, directory: Path) -> int:
     """Size of one checkpoint, by saving it (atomically, as the run will) and removing it."""
-    probe = Path(directory) / ".hype-size-probe.pth"
+    probe = Path(directory) / PROBE_NAME
     try:
         return save_atomic(state_dict, probe)
     finally:

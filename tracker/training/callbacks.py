@@ -154,6 +154,7 @@ class TrackedTraining:
         ckpt = state.checkpoint()
         ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
         manifest = self.ctx.checkpoints.manifest
+        self._check_in_the_way(path, state.epoch)
         value = self.progress.values.get(state.epoch)
 
         def record(tmp: Path) -> None:  # before the rename: a kill never leaves an unrecorded file
@@ -178,6 +179,19 @@ class TrackedTraining:
         self.progress.resumed_from = None
         self.apply_retention(listing=listing, saved=name)
         self.tracking_seconds += time.perf_counter() - t0
+
+    def _check_in_the_way(self, path: Path, epoch: int) -> None:
+        """A file already at the next checkpoint's name is replaced only when it is this run's own
+        (the manifest's row, same size and hash); anything else stops the run, untouched."""
+        if not (path.exists() or path.is_symlink()):
+            return
+        row = self.ctx.checkpoints.manifest.entries().get(epoch)
+        ours = (row is not None and row.name == path.name and path.is_file() and not path.is_symlink()
+                and path.stat().st_size == row.size and row.sha256 == sha256_of(path))
+        if not ours:
+            raise TrackingError(f"{path} is in the way of epoch {epoch}'s checkpoint and is not this run's "
+                                "(not the file its manifest records); it was left alone. Move it away, "
+                                f"then resume with: python cli.py train --resume {self.run_id}")
 
     # -- retention -------------------------------------------------------------------------
     def policies(self) -> list:

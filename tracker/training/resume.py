@@ -21,7 +21,7 @@ from hype.train import TrainState, check_compatible, new_state
 from tracker import layout
 from tracker.checkpoints import folder as run_folder
 from tracker.checkpoints.files import CheckpointError, load, remove_temporaries, sha256_of
-from tracker.checkpoints.inventory import Inventory, Item
+from tracker.checkpoints.inventory import Inventory, Item, build, scan_local
 from tracker.checkpoints.lifecycle import RunCheckpoints
 from tracker.checkpoints.manifest import Entry
 from tracker.checkpoints.tracked import TrackedCheckpoints
@@ -57,42 +57,47 @@ def resolve_folder(run, run_id: str, tconfig: TrackerConfig,
 
 
 def _adopt_legacy(ck: RunCheckpoints, tracked: dict) -> None:
-    """Bind a folder from before manifests: record the files the store proves are the run's
-    (same name and size) as stored, and local-only ones that load as written."""
-    inv = ck.inventory(listing=tracked)
-    for item in inv.items:
+    """Bind a folder from before manifests: by the old name rules (the folder is named after the
+    run), record the files the store proves are the run's (same name and size) as stored, and
+    local-only ones that load, and say they are this run's, as written."""
+    local, _ = scan_local(ck.folder)
+    legacy = build(ck.model, manifest=None, local=local, tracked=tracked, legacy_local=True)
+    for item in legacy.items:
         if not item.local:
             continue
         path = ck.folder / item.name
+        try:
+            _checked(load(path), ck.run_id, path)
+        except CheckpointError as e:
+            say(f"WARNING: {item.name} is not adopted as this run's: {e}")
+            continue
         state = "stored" if item.stored else "written"
-        if state == "written":
-            try:
-                load(path)
-            except CheckpointError as e:
-                say(f"WARNING: local {item.name} is unreadable and was never stored; leaving it: {e}")
-                continue
         ck.manifest.record(Entry(item.epoch, item.name, path.stat().st_size, sha256_of(path), state,
                                  item.value))
     ck.legacy_local = False
 
 
-def reconcile(ck: RunCheckpoints, values: dict) -> Inventory:
-    """Upload what was written but never confirmed stored; return the inventory after that."""
+def reconcile(ck: RunCheckpoints, values: dict, policies: list) -> Inventory:
+    """Upload what was written but never confirmed stored, and give a checkpoint the policies
+    keep its tracked copy back if someone deleted it from the store; return the inventory after."""
     inv = ck.inventory(values=values)
+    kept = {d.record.epoch for d in ck.plan(policies, inventory=inv).kept}
     for item in inv.items:
-        if item.stored or not item.local or item.interrupted:
+        restore = item.lost_tracked and item.epoch in kept
+        if not (restore or not item.stored) or not item.local or item.interrupted:
             continue
         path = ck.folder / item.name
         try:
             if item.sha256 is not None and sha256_of(path) != item.sha256:
                 raise CheckpointError(f"{path}: its sha256 differs from the manifest's")
-            load(path)
+            _checked(load(path), ck.run_id, path)
         except CheckpointError as e:
-            say(f"WARNING: {item.name} was never stored and is not usable; leaving it: {e}")
+            say(f"WARNING: {item.name} is not in the store and is not usable; leaving it: {e}")
             continue
         ck.store.upload(path)
         ck.manifest.set_state(item.epoch, "stored")
-        say(f"Stored {item.name}, whose upload the interrupted run had not confirmed")
+        say(f"Stored {item.name} again: deleted from the store since, and still kept by the policies"
+            if restore else f"Stored {item.name}, whose upload the interrupted run had not confirmed")
     return ck.inventory(values=values)
 
 
@@ -192,7 +197,7 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     local_dir = found.folder or (Path(checkpoint_root or tconfig.checkpoint_root) / run_id)
     make_folder(local_dir)
     tconfig = replace(tconfig, checkpoint_root=local_dir.parent)
-    for p in remove_temporaries(local_dir):
+    for p in remove_temporaries(local_dir, tconfig.model_name):
         say(f"Removed partial save left by the interrupted run: {p.name}")
     store = TrackedCheckpoints(run_id, client=client)
     manifest = found.manifest or bind_folder(local_dir, client, run_id, tconfig)
@@ -203,7 +208,7 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     stop_cfg = tconfig.stop_config(config.burnin)
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
     values = monitored_values(history, start=stop_cfg.burnin)
-    inv = reconcile(ck, values)
+    inv = reconcile(ck, values, tconfig.policies())
     state, unreadable = None, []
     candidates = [i for i in inv.items if not i.interrupted]
     for item in reversed(candidates):  # newest first; skip any that does not load
