@@ -137,7 +137,11 @@ def _run_all(targets, dry_run):
     from tracker.cleanup.targets import execute
 
     with _bar(0 if dry_run else sum(t.planned for t in targets), "deleting", "file") as bar:
-        return [execute(t, dry_run=dry_run, tick=lambda d: bar.update()) for t in targets]
+        results = [execute(t, dry_run=dry_run, tick=lambda d: bar.update()) for t in targets]
+    for t in targets:
+        if t.checkpoints is not None:
+            t.checkpoints.close()
+    return results
 
 
 def _local(directory, tracking_uri, retention, dry_run, include_running, as_json):

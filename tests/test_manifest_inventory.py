@@ -82,6 +82,7 @@ def test_create_is_atomic_and_leaves_one_file(tmp_path):
     m.record(entry(1))
     m.set_state(1, "deleted")
     m.entries()
+    m.close()  # a live manifest keeps SQLite's -wal/-shm beside it; closed, it is one file again
     assert sorted(os.listdir(tmp_path)) == [MANIFEST_NAME]  # no journal, no *.tmp left behind
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -181,10 +182,11 @@ def test_record_replaces_the_row_of_the_same_epoch(tmp_path):
     m.record(entry(3, "stored", size=20, sha="bb", value=0.5))
     assert m.entries() == {3: Entry(3, "m_epoch0003.pth", 20, "bb", "stored", 0.5),
                            4: Entry(4, "m_epoch0004.pth", 40, "ab" * 32, "written", None)}
-    # the same name under another epoch replaces that row too (names are unique)
-    m.record(entry(5, "written", size=50, name="m_epoch0004.pth"))
-    assert sorted(m.entries()) == [3, 5]
-    assert Manifest.open(tmp_path, run_id=RUN_A).entries()[5].size == 50
+    # a name that is not this model's checkpoint of that epoch is never written
+    with pytest.raises(ValueError, match="not model 'm''s checkpoint of epoch 5"):
+        m.record(entry(5, "written", size=50, name="m_epoch0004.pth"))
+    assert sorted(m.entries()) == [3, 4]
+    assert Manifest.open(tmp_path, run_id=RUN_A).entries()[4].size == 40
 
 
 def test_set_state_and_bad_states(tmp_path):

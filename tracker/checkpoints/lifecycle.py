@@ -84,6 +84,10 @@ class RunCheckpoints:
         self.legacy_local = legacy_local
         self.deleter = Deleter(store=store, folder=folder, manifest=manifest)
 
+    def close(self) -> None:
+        if self.manifest is not None:
+            self.manifest.close()
+
     def inventory(self, *, listing: Mapping[str, int] | None = None,
                   values: Mapping[int, float] | None = None) -> Inventory:
         """listing: the tracked folder as just listed (the trainer has one from its upload)."""

@@ -18,6 +18,7 @@ another run, or that is damaged, is a one-line ManifestError and nothing in the 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -25,9 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import URL, Column, Float, Integer, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy import (
+    URL,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from tracker.store.redact import redact
 
@@ -82,11 +95,28 @@ def has_manifest(folder: Path) -> bool:
     return p.is_file() and not p.is_symlink()
 
 
-def _engine(path: Path):
-    # NullPool: no connection outlives a call, so no lock is held between two epochs. URL.create:
-    # a "?" or "%" in the folder's path must stay part of the path, not become a query string.
+def _engine(path: Path, *, pooled: bool = False):
+    """An engine for the manifest file. URL.create: a "?" or "%" in the folder's path must stay
+    part of the path, not become a query string.
+
+    pooled: keep one connection open between calls (the trainer updates its manifest several
+    times an epoch; opening the file each time cost ~10 ms per epoch). No transaction stays
+    open between calls, so no lock is held between two epochs: a cleanup can write meanwhile.
+    WAL with synchronous=NORMAL: a commit survives a killed process; readers never block.
+    """
     url = URL.create("sqlite", database=str(path))
-    return create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+    engine = create_engine(url, poolclass=StaticPool if pooled else NullPool,
+                           connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cur = dbapi_connection.cursor()
+        if pooled:  # one-off connections keep the file's mode (switching it needs it alone)
+            cur.execute("PRAGMA journal_mode=WAL")  # its -wal/-shm go when the last connection closes
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return engine
 
 
 def _row_problem(r, model: str) -> str | None:
@@ -111,11 +141,15 @@ class Manifest:
     def __init__(self, path: Path, binding: Binding):
         self.path, self.binding = path, binding
         self.folder = path.parent
-        self._engine = _engine(path)
+        self._engine = _engine(path, pooled=True)
 
     @property
     def run_id(self) -> str:
         return self.binding.run_id
+
+    def close(self) -> None:
+        """Close the kept connection: the folder then holds the manifest file alone."""
+        self._engine.dispose()
 
     @classmethod
     def create(cls, folder: Path, binding: Binding) -> Manifest:
@@ -139,7 +173,9 @@ class Manifest:
                 os.link(tmp, manifest_path(folder))
             except FileExistsError:
                 return cls.open(folder, run_id=binding.run_id)
-            except OSError:  # a file system without hard links: rename, if still free
+            except OSError as e:  # a file system without hard links: rename, if still free
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                    raise
                 if manifest_path(folder).exists():
                     return cls.open(folder, run_id=binding.run_id)
                 os.replace(tmp, manifest_path(folder))
@@ -199,6 +235,10 @@ class Manifest:
         """Insert or replace the row of ``entry.epoch`` (one transaction)."""
         if entry.state not in STATES:
             raise ValueError(f"state must be one of {STATES}, got {entry.state!r}")
+        problem = _row_problem({"epoch": entry.epoch, "name": entry.name, "size": entry.size,
+                                "value": entry.value}, self.binding.model_name)
+        if problem:
+            raise ValueError(f"not a row of this manifest: {problem}")
         row = {"epoch": entry.epoch, "name": entry.name, "size": entry.size, "sha256": entry.sha256,
                "state": entry.state, "value": entry.value, "updated": time.time()}
         with self._engine.begin() as conn:

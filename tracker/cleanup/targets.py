@@ -135,6 +135,7 @@ def plan_run(client: MlflowClient, sel: Selected, *, retention: Retention, inclu
     try:
         plan = ck.plan(policies, listing=listing, values=values)
     except ManifestError as e:
+        ck.close()
         return replace(base, problems=(str(e),))
     return replace(base, current_tags=dict(tags), tracked_location=store.uri, best_epoch=best,
                    policies_text=retention.describe(),

@@ -86,6 +86,10 @@ def _create_sqlite(db: Path) -> None:
 
     for stale in db.parent.glob(f".{db.name}{CREATING}*"):
         stale.unlink(missing_ok=True)
+    for suffix in ("-wal", "-shm", "-journal"):
+        # a journal without its database (the db was moved aside): SQLite would replay it into
+        # the new one and break it
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
     tmp = db.parent / f".{db.name}{CREATING}{os.getpid()}"
     try:
         client = MlflowClient(f"sqlite:///{tmp}")

@@ -61,6 +61,8 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
         except BaseException:
             _mark(client, run_id, "FAILED")
             raise
+        finally:
+            tracked.ctx.checkpoints.close()  # the run folder holds its files alone again
     if interrupted:
         resume_hint = f"Resume with: python cli.py train --resume {run_id}"
         if _mark(client, run_id, "KILLED"):
