@@ -141,7 +141,7 @@ def _fingerprint(*folders: Path) -> dict[str, str]:
     note in them what it found gone (bookkeeping, never a checkpoint)."""
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
             for folder in folders if folder.exists() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST_NAME}
+            if p.is_file() and not p.name.startswith(MANIFEST_NAME)}
 
 
 def _assert_clear_failure(result, message: str) -> str:

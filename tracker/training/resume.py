@@ -203,58 +203,62 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     manifest = found.manifest or bind_folder(local_dir, client, run_id, tconfig)
     ck = RunCheckpoints(run_id, tconfig.model_name, store=store, folder=local_dir, manifest=manifest,
                         legacy_local=found.legacy and found.manifest is None)
-    if ck.legacy_local:
-        _adopt_legacy(ck, store.list())
-    stop_cfg = tconfig.stop_config(config.burnin)
-    history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
-    values = monitored_values(history, start=stop_cfg.burnin)
-    inv = reconcile(ck, values, tconfig.policies())
-    state, unreadable = None, []
-    candidates = [i for i in inv.items if not i.interrupted]
-    for item in reversed(candidates):  # newest first; skip any that does not load
-        try:
-            state = TrainState.from_checkpoint(fetch(ck, item))
-            break
-        except CheckpointError as e:
-            say(f"WARNING: skipping {item.name}: {e}")
-            unreadable.append(str(e))
-    if state is None and unreadable:
-        raise TrackingError(f"run {run_id} has no loadable checkpoint to resume from: "
-                            f"{len(unreadable)} retained, none loads (newest: {unreadable[0]})")
-    if state is None and not _ever_retained(run):
-        # Killed before its first checkpoint was stored: nothing was learnt that could be lost,
-        # so the run starts again from epoch 0 with its own settings and seed.
-        say(f"Run {run_id} stored no checkpoint before it stopped: starting it from epoch 0")
-        state = new_state(graph, config)
-    if state is None:
-        raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
     try:
-        check_compatible(state, graph, config)
-    except ValueError as e:
-        raise TrackingError(f"cannot resume run {run_id} from "
-                            f"{names.checkpoint_name(tconfig.model_name, state.epoch)}: {e}") from None
-    stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
-    if continuing:
-        # Asked to go on past its stop: keep its best, give patience back, and say so.
-        stop_state = replace(stop_state, bad_evals=0)
-        say(f"Continuing FINISHED run {run_id} past its stop "
-            f"({run.data.tags.get(layout.TAG_STOP_REASON, 'finished')}) up to epoch {config.epochs}")
-    progress = Progress(stop_state, {e: v for e, v in values.items() if e <= state.epoch},
-                        inv.records(), resumed_from=state.epoch or None)
-    best = stop_state.best_epoch
-    held = inv.by_epoch()
-    if best is not None and best in held and not held[best].interrupted:
-        progress.best_emb = fetch(ck, held[best])["embeddings"]
-    client.update_run(run_id, status="RUNNING")
-    n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
-    client.set_tag(run_id, f"{RESUME_TAG}{n}", resume_policy.record(changes, state.epoch))
-    for c in changes:
-        say(f"Resume changes {c}")
-    say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "
-        f"(epoch {state.epoch}/{config.epochs})")
-    tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, ck), progress)
-    tracked.apply_retention(confirm=True)  # no more than the policies keep on either side after a crash
-    return tracked, state, graph
+        if ck.legacy_local:
+            _adopt_legacy(ck, store.list())
+        stop_cfg = tconfig.stop_config(config.burnin)
+        history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
+        values = monitored_values(history, start=stop_cfg.burnin)
+        inv = reconcile(ck, values, tconfig.policies())
+        state, unreadable = None, []
+        candidates = [i for i in inv.items if not i.interrupted]
+        for item in reversed(candidates):  # newest first; skip any that does not load
+            try:
+                state = TrainState.from_checkpoint(fetch(ck, item))
+                break
+            except CheckpointError as e:
+                say(f"WARNING: skipping {item.name}: {e}")
+                unreadable.append(str(e))
+        if state is None and unreadable:
+            raise TrackingError(f"run {run_id} has no loadable checkpoint to resume from: "
+                                f"{len(unreadable)} retained, none loads (newest: {unreadable[0]})")
+        if state is None and not _ever_retained(run):
+            # Killed before its first checkpoint was stored: nothing was learnt that could be lost,
+            # so the run starts again from epoch 0 with its own settings and seed.
+            say(f"Run {run_id} stored no checkpoint before it stopped: starting it from epoch 0")
+            state = new_state(graph, config)
+        if state is None:
+            raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
+        try:
+            check_compatible(state, graph, config)
+        except ValueError as e:
+            raise TrackingError(f"cannot resume run {run_id} from "
+                                f"{names.checkpoint_name(tconfig.model_name, state.epoch)}: {e}") from None
+        stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
+        if continuing:
+            # Asked to go on past its stop: keep its best, give patience back, and say so.
+            stop_state = replace(stop_state, bad_evals=0)
+            say(f"Continuing FINISHED run {run_id} past its stop "
+                f"({run.data.tags.get(layout.TAG_STOP_REASON, 'finished')}) up to epoch {config.epochs}")
+        progress = Progress(stop_state, {e: v for e, v in values.items() if e <= state.epoch},
+                            inv.records(), resumed_from=state.epoch or None)
+        best = stop_state.best_epoch
+        held = inv.by_epoch()
+        if best is not None and best in held and not held[best].interrupted:
+            progress.best_emb = fetch(ck, held[best])["embeddings"]
+        client.update_run(run_id, status="RUNNING")
+        n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
+        client.set_tag(run_id, f"{RESUME_TAG}{n}", resume_policy.record(changes, state.epoch))
+        for c in changes:
+            say(f"Resume changes {c}")
+        say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "
+            f"(epoch {state.epoch}/{config.epochs})")
+        tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, ck), progress)
+        tracked.apply_retention(confirm=True)  # no more than the policies keep on either side after a crash
+        return tracked, state, graph
+    except BaseException:
+        ck.close()  # the run folder holds its files alone again
+        raise
 
 
 RESUME_TAG = "hype.resume."  # hype.resume.1, .2, ...: what each resume changed (params are immutable)

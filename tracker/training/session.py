@@ -45,7 +45,11 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                                    run_name=run_name)
     run_id = tracked.run_id
     say(f"MLflow run {run_id} in {redact(uri)}; checkpoints in {tracked.local_dir}")
-    check_disk(tracked, state)
+    try:
+        check_disk(tracked, state)
+    except BaseException:
+        tracked.ctx.checkpoints.close()
+        raise
     t0 = time.perf_counter()
     interrupted = False
     with interrupts.deferred():
