@@ -32,8 +32,10 @@ from tracker.training.session import run_training
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "pg-concurrency"
 KEEP = 3
+# patience 70 with min-delta 1000: each trainer stops ~70 epochs after burn-in, long enough (also
+# on a loaded machine) for the cleanup process to start and find both runs still RUNNING
 TRAIN = ["--dim", "3", "--epochs", "200", "--burnin", "2", "--eval-every", "1", "--negs", "5", "--lr", "1.0",
-         "--monitor", "loss", "--min-delta", "1000", "--patience", "40", "--keep-checkpoints", str(KEEP),
+         "--monitor", "loss", "--min-delta", "1000", "--patience", "70", "--keep-checkpoints", str(KEEP),
          "--experiment", EXPERIMENT, "--quiet", "--no-pyfunc"]
 
 
