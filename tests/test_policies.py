@@ -360,3 +360,15 @@ def test_monitored_values_feed_best_k():
     records = [rec(e, value=values.get(e)) for e in (1, 2, 3)]
     (best,) = [d.record.epoch for d in decide(records, [BestK(1)]) if d.keep]
     assert best == 3  # epoch 1's 0.9 was superseded by its re-logged 0.05
+
+
+@pytest.mark.parametrize("min_delta, history, expected", [
+    (0.0, (), [3]),  # by value: 0.92 is the highest
+    (0.1, (), [2]),  # as early stopping counts: 0.92 does not beat 0.9 by more than 0.1
+    # the history holds an evaluation whose checkpoint is gone (epoch 0 at 0.95): nothing later beats it
+    (0.1, ((0, 0.95), (1, 0.5), (2, 0.9), (3, 0.92), (4, 0.7)), []),
+])
+def test_best_k_counts_only_improvements_with_min_delta(min_delta, history, expected):
+    records = [rec(e, value=v) for e, v in ((1, 0.5), (2, 0.9), (3, 0.92), (4, 0.7))]
+    keeps = BestK(1, "max", "map", min_delta, history).keeps(records)
+    assert sorted(keeps) == expected

@@ -126,7 +126,8 @@ def plan_run(client: MlflowClient, sel: Selected, *, retention: Retention, inclu
     except StoreError as e:
         return replace(base, problems=(f"cannot read its {monitor} history: {e}",))
     values = monitored_values([(m.step, m.value) for m in history], start=start)
-    policies = retention.policies(mode=mode, monitor=monitor)
+    policies = retention.policies(mode=mode, monitor=monitor, min_delta=float(p.get("min_delta", 0) or 0),
+                                  history=values)
     if best is not None and retention.keep_best and retention.keep is not None:
         value = tags.get(layout.TAG_BEST_VALUE)
         policies.append(Protect(frozenset({best}), f"best ({monitor}={value})" if value else "best"))

@@ -85,14 +85,32 @@ class BestK:
     k: int  # how many of the best checkpoints by the monitored value to keep
     mode: Mode = "max"  # "max": higher is better (map); "min": lower is better (mean_rank, loss)
     monitor: str = "map"  # the metric's name, for the reason
+    # Early stopping's min_delta: when > 0, only a value that beat the best so far by more than
+    # this is a "best" (as early stopping and the final model count it), not merely a high one.
+    min_delta: float = 0.0
+    history: tuple[tuple[int, float], ...] = ()  # every (epoch, value) after burn-in; default: the records'
 
     def __post_init__(self) -> None:
         _positive("keep-best K", self.k)
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
 
+    def _improvements(self, scored: dict[int, float]) -> set[int]:
+        best, out = None, set()
+        for epoch, value in sorted(self.history or scored.items()):
+            if math.isnan(value):
+                continue
+            if best is None or (value > best + self.min_delta if self.mode == "max"
+                                else value < best - self.min_delta):
+                best = value
+                out.add(epoch)
+        return out
+
     def keeps(self, records):
         scored = [r for r in records if r.value is not None and not math.isnan(r.value)]
+        if self.min_delta > 0:
+            allowed = self._improvements({r.epoch: r.value for r in scored})
+            scored = [r for r in scored if r.epoch in allowed]
         sign = -1.0 if self.mode == "max" else 1.0
         # Ties go to the earlier epoch, as early stopping's "best" does (it needs a strict gain).
         ranked = sorted(scored, key=lambda r: (sign * r.value, r.epoch))[: self.k]
@@ -142,12 +160,15 @@ class Retention:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 turns it off), got {value!r}")
 
-    def policies(self, *, mode: Mode = "max", monitor: str = "map") -> list[Policy]:
+    def policies(self, *, mode: Mode = "max", monitor: str = "map", min_delta: float = 0.0,
+                 history=()) -> list[Policy]:
+        """history: {epoch: value} or pairs of the monitored metric after burn-in (for min_delta)."""
         if self.keep is None:
             return [KeepAll()]
         out: list[Policy] = [LatestN(self.keep)]
         if self.keep_best:
-            out.append(BestK(self.keep_best, mode, monitor))
+            pairs = tuple(sorted(history.items() if isinstance(history, dict) else history))
+            out.append(BestK(self.keep_best, mode, monitor, float(min_delta), pairs))
         if self.keep_every:
             out.append(EveryK(self.keep_every))
         return out

@@ -196,7 +196,8 @@ class TrackedTraining:
     # -- retention -------------------------------------------------------------------------
     def policies(self) -> list:
         """The run's retention policies, plus early stopping's best and the resumed-from epoch."""
-        p, out = self.progress, self.tconfig.policies()
+        p = self.progress
+        out = self.tconfig.policies(p.values)
         if self.tconfig.keep is not None and self.tconfig.keep_best and p.stop_state.best_epoch is not None:
             out.append(Protect(frozenset({p.stop_state.best_epoch}),
                                f"best ({self.tconfig.monitor}={p.stop_state.best:.6g})"))

@@ -44,8 +44,10 @@ class TrackerConfig:
     def resolved_mode(self) -> str:
         return self.mode or stopping.infer_mode(self.monitor)
 
-    def policies(self) -> list[Policy]:
-        return self.retention.policies(mode=self.resolved_mode, monitor=self.monitor)
+    def policies(self, values: dict | None = None) -> list[Policy]:
+        """values: the monitored metric after burn-in, {epoch: value} (what best K ranks)."""
+        return self.retention.policies(mode=self.resolved_mode, monitor=self.monitor,
+                                       min_delta=self.min_delta, history=values or {})
 
     def stop_config(self, burnin: int) -> stopping.StopConfig:
         # evaluations at epochs <= burnin do not count: the lr is divided by 100 there

@@ -209,7 +209,7 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         stop_cfg = tconfig.stop_config(config.burnin)
         history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
         values = monitored_values(history, start=stop_cfg.burnin)
-        inv = reconcile(ck, values, tconfig.policies())
+        inv = reconcile(ck, values, tconfig.policies(values))
         state, unreadable = None, []
         candidates = [i for i in inv.items if not i.interrupted]
         for item in reversed(candidates):  # newest first; skip any that does not load
