@@ -16,12 +16,11 @@ Used by the trainer's retention, resume and every cleanup mode, with one failure
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from tracker import faults
-from tracker.checkpoints.files import sha256_of
+from tracker.checkpoints.files import not_the_recorded
 from tracker.checkpoints.inventory import Item
 from tracker.checkpoints.manifest import Manifest
 from tracker.checkpoints.tracked import TrackedCheckpoints
@@ -110,14 +109,10 @@ class Deleter:
     def _delete_local(self, item: Item) -> str:
         path = self.folder / item.name
         try:
-            st = os.lstat(path)
+            why = not_the_recorded(path, item.size, item.sha256)
         except FileNotFoundError:
             return "absent"
-        if not stat.S_ISREG(st.st_mode):
-            return "not ours: no longer a regular file; kept"
-        if item.size is not None and st.st_size != item.size:
-            return f"not ours: {st.st_size} bytes, the records say {item.size}; kept"
-        if item.sha256 is not None and sha256_of(path) != item.sha256:
-            return "not ours: its sha256 differs from the manifest's; kept"
+        if why is not None:
+            return f"not ours: {why}; kept"
         os.unlink(path)
         return "deleted"

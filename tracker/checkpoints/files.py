@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -119,6 +120,19 @@ def remove_temporaries(directory: Path, model: str) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def not_the_recorded(path: Path, size: int | None, sha256: str | None) -> str | None:
+    """Why ``path`` is not the file a record names (a regular file, never a link, of that size
+    and sha256; None checks nothing), or None when it is. FileNotFoundError when it is gone."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if size is not None and st.st_size != size:
+        return f"{st.st_size} bytes, the records say {size}"
+    if sha256 is not None and sha256_of(path) != sha256:
+        return "its sha256 differs from the manifest's"
+    return None
 
 
 def sha256_of(path: Path, *, chunk: int = 1 << 20) -> str:

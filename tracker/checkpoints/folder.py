@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracker.checkpoints.manifest import Manifest, ManifestError, manifest_path
+from tracker.checkpoints.manifest import Manifest, ManifestError, manifest_entry
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,7 @@ def verify(folder: Path, run_id: str) -> RunFolder:
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         return RunFolder(None, None, problem=f"{folder} is not a plain directory; left alone")
-    mp = manifest_path(folder)
-    if mp.exists() or mp.is_symlink():  # a linked manifest is refused by open, not skipped
+    if manifest_entry(folder):
         try:
             return RunFolder(folder, Manifest.open(folder, run_id=run_id))
         except ManifestError as e:

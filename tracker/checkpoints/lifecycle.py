@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tracker import layout
 from tracker.checkpoints.deleter import Deleter, Deletion
-from tracker.checkpoints.inventory import Inventory, Item, Skipped, build, scan_local
+from tracker.checkpoints.inventory import Inventory, Item, build, scan_local
 from tracker.checkpoints.manifest import Manifest
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy.retention import CheckpointRecord, Decision, Policy, Protect, decide
@@ -40,10 +40,6 @@ class Plan:
     @property
     def kept(self) -> list[Decision]:
         return [d for d in self.decisions if d.keep]
-
-    @property
-    def bytes_to_free(self) -> int:
-        return sum(i.size or 0 for i, _ in self.deletions if i.local)
 
 
 @dataclass(frozen=True)
@@ -132,6 +128,3 @@ class RunCheckpoints:
             tick(done[-1])
         return Applied(plan, tuple(done), dry_run=dry_run)
 
-
-def not_ours(inv: Inventory) -> list[Skipped]:
-    return [s for s in inv.not_ours if s.reason.startswith("not ours")]

@@ -95,6 +95,13 @@ def has_manifest(folder: Path) -> bool:
     return p.is_file() and not p.is_symlink()
 
 
+def manifest_entry(folder: Path) -> bool:
+    """Whether anything is at the manifest's name, a link included: such a folder is treated as
+    a run folder, and a linked or damaged manifest is refused by ``Manifest.open``, not skipped."""
+    p = manifest_path(folder)
+    return p.exists() or p.is_symlink()
+
+
 def _engine(path: Path, *, pooled: bool = False):
     """An engine for the manifest file. URL.create: a "?" or "%" in the folder's path must stay
     part of the path, not become a query string.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracker.checkpoints.inventory import Skipped, models_in, scan_local
-from tracker.checkpoints.manifest import MANIFEST_NAME, Manifest, ManifestError, manifest_path
+from tracker.checkpoints.manifest import MANIFEST_NAME, Manifest, ManifestError, manifest_entry
 from tracker.cleanup.runs import CleanupError
 
 
@@ -73,8 +73,7 @@ def discover(directory: Path) -> Discovery:
     if directory.is_symlink() or not directory.is_dir():
         raise CleanupError(f"not a directory: {directory}")
     d = Discovery(directory)
-    mp = manifest_path(directory)
-    if mp.exists() or mp.is_symlink():
+    if manifest_entry(directory):
         d.looked.append(f"{directory} (a run folder)")
         d.run_folders.append(_open(directory))
         return d
@@ -91,8 +90,7 @@ def discover(directory: Path) -> Discovery:
     for parent in parents:
         d.looked.append(f"{parent}/*/")
         for child in _children(parent):
-            cm = manifest_path(child)
-            if cm.exists() or cm.is_symlink():
+            if manifest_entry(child):
                 d.run_folders.append(_open(child))
             elif child != nested:
                 try:

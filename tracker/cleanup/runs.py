@@ -25,8 +25,6 @@ class CleanupError(ValueError):
 IN_PROGRESS = frozenset({"RUNNING", "SCHEDULED"})  # a trainer may still be writing these runs
 # A cleanup is run by a person who waits for it: fail within seconds, not minutes.
 RETRY = RetryPolicy(total_s=10.0, first_delay_s=0.5, max_delay_s=2.0)
-STORE_CANNOT_DELETE = "left in place: the store cannot delete"
-TRACKED_FAILED = "kept: deleting its tracked copy failed"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from mlflow.tracking import MlflowClient
 from tracker import layout
 from tracker.checkpoints import folder as run_folder
 from tracker.checkpoints.deleter import Deletion
-from tracker.checkpoints.inventory import Skipped
 from tracker.checkpoints.lifecycle import Applied, Plan, RunCheckpoints, retained_tags
 from tracker.checkpoints.manifest import ManifestError
 from tracker.checkpoints.tracked import TrackedCheckpoints
@@ -187,6 +186,3 @@ def refused_message(target: Target, deleted: int) -> str:
             f"{target.experiment!r}): permission denied; deleting artifacts needs MANAGE permission on "
             f"the experiment (EDIT can only log them). {done}")
 
-
-def not_ours(target: Target) -> list[Skipped]:
-    return list(target.plan.inventory.not_ours) if target.plan else []

@@ -23,7 +23,7 @@ from hype.config import TrainConfig
 from hype.data import Graph
 from hype.train import EpochResult, TrainState
 from tracker import faults, layout
-from tracker.checkpoints.files import save_atomic, sha256_of
+from tracker.checkpoints.files import not_the_recorded, save_atomic, sha256_of
 from tracker.checkpoints.lifecycle import RunCheckpoints, retained_tags
 from tracker.checkpoints.manifest import Entry
 from tracker.fmt import human_bytes
@@ -186,8 +186,8 @@ class TrackedTraining:
         if not (path.exists() or path.is_symlink()):
             return
         row = self.ctx.checkpoints.manifest.entries().get(epoch)
-        ours = (row is not None and row.name == path.name and path.is_file() and not path.is_symlink()
-                and path.stat().st_size == row.size and row.sha256 == sha256_of(path))
+        ours = (row is not None and row.name == path.name and row.sha256 is not None
+                and not_the_recorded(path, row.size, row.sha256) is None)
         if not ours:
             raise TrackingError(f"{path} is in the way of epoch {epoch}'s checkpoint and is not this run's "
                                 "(not the file its manifest records); it was left alone. Move it away, "
