@@ -7,6 +7,7 @@ import click
 
 from hype import closure as cl
 from hype import wordnet as wn
+from hype.data import DataError, read_text
 
 _OUTPUT = click.Path(dir_okay=False, path_type=Path)
 
@@ -115,14 +116,13 @@ def closure(input_path, output, fmt, child_column, parent_column, subset):
 
     Writes id1,id2,weight rows with id1 the descendant, id2 the ancestor and weight 1,
     sorted bytewise, with a header. Repeated edges and self-loops are dropped, and
-    reported on stderr.
+    reported on stderr. The input is UTF-8, with or without a BOM; a CSV/TSV field may
+    hold at most 131072 characters.
     """
     try:
-        text = input_path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets add a BOM
-    except UnicodeDecodeError as e:
-        raise click.ClickException(
-            f"{input_path}: not UTF-8 text ({e.reason} at byte {e.start})"
-        ) from None
+        _, text = read_text(input_path)  # the training loader's reading: a BOM is dropped
+    except DataError as e:
+        raise click.ClickException(str(e)) from None
     if fmt == "auto":
         fmt = cl.detect_format(input_path.name, text)
     try:

@@ -20,6 +20,8 @@ from typing import TextIO
 
 import numpy as np
 
+from hype.data import csv_rows
+
 Edge = tuple[str, str]  # (child, parent), or (descendant, ancestor) in a closure
 
 HEADER = "id1,id2,weight"
@@ -72,8 +74,9 @@ def parse_table(
     text: str, *, delimiter: str = ",", child_column: str = "child", parent_column: str = "parent"
 ) -> list[Edge]:
     """(child, parent) edges from a CSV/TSV with a header row; other columns are ignored."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = next(reader, None)
+    rows = csv_rows(text, delimiter=delimiter,
+                    error=lambda line, reason: TaxonomyError(f"line {line}: {reason}"))
+    _, header = next(rows, (1, None))
     if header is None or not any(h.strip() for h in header):
         raise TaxonomyError("empty input: expected a header row and (child, parent) rows")
     header = [h.strip() for h in header]
@@ -85,14 +88,12 @@ def parse_table(
         )
     ci, pi = header.index(child_column), header.index(parent_column)
     edges = []
-    for row in reader:
+    for line, row in rows:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         if len(row) <= max(ci, pi):
-            raise TaxonomyError(
-                f"line {reader.line_num}: {len(row)} field(s), expected {len(header)}"
-            )
-        edges.append(_checked(row[ci], row[pi], f"line {reader.line_num}"))
+            raise TaxonomyError(f"line {line}: {len(row)} field(s), expected {len(header)}")
+        edges.append(_checked(row[ci], row[pi], f"line {line}"))
     if not edges:
         raise TaxonomyError("empty input: a header but no (child, parent) rows")
     return edges

@@ -7,10 +7,12 @@ directed, as in the original: u's negatives and u's evaluation exclude only u's 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,26 +65,70 @@ def from_edges(names: list[str], edges: np.ndarray, weights: np.ndarray | None =
     return Graph(names, edges, weights, indptr, edges[:, 1].copy(), path, sha256)
 
 
-def load_edge_csv(path: str | Path) -> Graph:
-    """Read and validate an `id1,id2,weight` CSV. Errors name the file and line."""
+def read_text(path: str | Path) -> tuple[bytes, str]:
+    """A text file's bytes and its UTF-8 text; a leading BOM (Excel writes one) is dropped.
+
+    DataError names the file: missing, a directory, unreadable, or not UTF-8.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected an edge-list CSV")
+        raise DataError(f"{path}: is a directory, expected a file")
     try:
         raw = path.read_bytes()
-        text = raw.decode("utf-8")
+        return raw, raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        # utf-8-sig counts from after the BOM; the user's editor counts from the file's start
+        at = e.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {at})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def csv_rows(text: str, *, error: Callable[[int, str], Exception],
+             delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) for each row of CSV text, header included; line is where the row starts.
+
+    A field longer than the csv module's limit (131072 characters by default, which this
+    leaves as it is) raises error(line, reason): no node name is that long, and the usual
+    cause is a quote left open, which runs the field on to the end of the file.
+    """
+    # newline="" lets quoted names hold any character, line breaks included
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    while True:
+        line = reader.line_num + 1  # the row about to be read starts on the next line
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise error(line, _csv_reason(e, line, reader.line_num)) from None
+        yield line, row
+
+
+def _csv_reason(e: csv.Error, line: int, reached: int) -> str:
+    if not str(e).startswith("field larger than field limit"):
+        return f"not valid CSV ({e})"  # not raised by the default dialect; kept for safety
+    reason = (f"a field is longer than {csv.field_size_limit()} characters "
+              f"(node names this long are not supported)")
+    if reached > line:
+        reason += f"; the row runs on to line {reached}: is a quote left open?"
+    return reason
+
+
+def load_edge_csv(path: str | Path) -> Graph:
+    """Read and validate an `id1,id2,weight` CSV. Errors name the file and line.
+
+    UTF-8 with or without a BOM; a field may hold at most 131072 characters (see csv_rows).
+    """
+    raw, text = read_text(path)
+    path = Path(path)
     if not text.strip():
         raise DataError(f"{path}:1: empty file, expected a header id1,id2,weight and edges")
 
-    # newline="" lets quoted names hold any character, line breaks included
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader)]
+    rows = csv_rows(text, error=lambda line, reason: DataError(f"{path}:{line}: {reason}"))
+    header = [h.strip() for h in next(rows)[1]]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DataError(
@@ -94,8 +140,7 @@ def load_edge_csv(path: str | Path) -> Graph:
 
     index: dict[str, int] = {}
     us, vs, ws = [], [], []
-    for row in reader:
-        lineno = reader.line_num
+    for lineno, row in rows:
         if not row:
             continue  # blank line
         if len(row) != width:

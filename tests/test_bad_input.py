@@ -123,6 +123,7 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
     (root / "bad_weight.csv").write_text("id1,id2,weight\na,b,heavy\n")
     (root / "empty.csv").write_text("")
     (root / "self_loops.csv").write_text("id1,id2,weight\na,a,1\nb,b,1\n")
+    (root / "long_name.csv").write_text("id1,id2,weight\n" + "a" * 131_073 + ",b,1\n")
     (root / "a_file").write_text("not a directory\n")
     good = load(w.newest("keep_all"))
     torch.save(good, root / "good.pth")
@@ -208,6 +209,8 @@ CASES = {
     "csv-self-loops-only": (lambda w, mp: _train_args(w, "--dataset", w.root / "self_loops.csv"),
                             "self_loops.csv:2: self-loop 'a' -> 'a'"),
     "csv-missing": (lambda w, mp: _train_args(w, "--dataset", w.root / "nope.csv"), "no such file"),
+    "csv-field-too-long": (lambda w, mp: _train_args(w, "--dataset", w.root / "long_name.csv"),
+                           "long_name.csv:2: a field is longer than 131072 characters"),
     # settings
     "manifold-unknown": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--manifold", "hyperbolic"),
                          "'hyperbolic' is not one of 'poincare', 'lorentz', 'euclidean'"),

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from hype import closure as cl
+from hype.data import load_edge_csv
 
 
 def naive_pairs(edges):
@@ -255,6 +256,10 @@ def test_cli_reports_dropped_edges_on_stderr(tmp_path):
         ("bad.json", '{"a": ', "malformed JSON"),
         ("cycle.csv", "child,parent\na,b\nb,a\n", "cycle (child -> parent): 'a' -> 'b' -> 'a'"),
         ("latin1.csv", b"child,parent\n\xe9,b\n", "not UTF-8"),
+        ("long.csv", "child,parent\n" + "a" * 131_073 + ",b\n",
+         "long.csv (csv): line 2: a field is longer than 131072 characters (node names this long"),
+        ("long.tsv", "child\tparent\nx\ty\n" + "a" * 131_073 + "\tb\n",
+         "long.tsv (tsv): line 3: a field is longer than 131072 characters"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, name, text, message):
@@ -265,6 +270,21 @@ def test_cli_errors_are_one_line(tmp_path, name, text, message):
     assert message in result.output
     assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_cli_bom_is_dropped_here_and_by_the_training_loader(tmp_path):
+    """Excel saves "CSV UTF-8" with a BOM: the closure's input, and its output saved again, read."""
+    src = tmp_path / "in.csv"
+    src.write_text("child,parent\ndog,canine\ncanine,mammal\n", encoding="utf-8-sig")
+    out = tmp_path / "out.csv"
+    result = run("--input", src, "--output", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "\ufeff" not in text
+    assert read_rows(text) == [("canine", "mammal"), ("dog", "canine"), ("dog", "mammal")]
+    resaved = tmp_path / "resaved.csv"
+    resaved.write_text(text, encoding="utf-8-sig")
+    assert load_edge_csv(resaved).names == ["canine", "dog", "mammal"]
 
 
 def test_cli_missing_input_file(tmp_path):
