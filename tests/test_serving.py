@@ -11,17 +11,22 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 import torch
+from mlflow.exceptions import MlflowException
 
-from hype import manifolds
+from hype import manifolds, node_names
 from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
 from tests.servers import HOST, free_port, log_tail, stop_process_group
 from tracker.checkpoints.files import load
+from tracker.serving.pyfunc_model import MAX_NEIGHBOURS_OUT, MAX_ROWS, HypeEmbedding
 from tracker.training.callbacks import TrackerConfig
 from tracker.training.session import run_training
 
@@ -127,6 +132,9 @@ def test_nearest_nodes_over_http(model_server):
     (["a", "b"], [["n.0", "n"]], "expected columns (u, v) or (node, k), got ['a', 'b']"),
     (["node", "k"], [["n.0", 0]], "k must be an integer >= 1, got 0"),
     (["node", "k"], [["n.0", "many"]], "k must be an integer >= 1, got 'many'"),
+    # JSON true is a bool, and a bool is an int in Python
+    (["node", "k"], [["n.0", True]], "k must be an integer >= 1, got True"),
+    (["u", "u", "v"], [["n.0", "n", "n.1"]], "duplicate column(s): u"),
 ])
 def test_bad_requests_get_a_clear_400_without_a_stack_trace(model_server, columns, data, message):
     url, _ = model_server
@@ -136,6 +144,98 @@ def test_bad_requests_get_a_clear_400_without_a_stack_trace(model_server, column
     assert message in body["message"]
     assert body["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "stack_trace" not in body and "Traceback" not in resp.text
+
+
+def test_limits_over_http(model_server):
+    url, final = model_server
+    resp = invoke(url, ["u", "v"], [["n.0", "n"]] * (MAX_ROWS + 1))
+    assert resp.status_code == 400
+    assert f"{MAX_ROWS + 1} rows in one request; at most {MAX_ROWS}" in resp.json()["message"]
+    # a huge k is clamped to the number of other nodes: all of them, ranked
+    resp = invoke(url, ["node", "k"], [["n.1", 10**9]])
+    assert resp.status_code == 200, resp.text
+    got = resp.json()["predictions"]
+    assert [p["rank"] for p in got] == list(range(1, len(final["names"])))
+    assert {p["neighbor"] for p in got} == set(final["names"]) - {"n.1"}
+
+
+N_NODES = 200  # rows of the unit-level model: MAX_NEIGHBOURS_OUT // (N_NODES - 1) < MAX_ROWS
+
+
+@pytest.fixture(scope="module")
+def loaded_model(tmp_path_factory):
+    """HypeEmbedding.load_context on a small final-model file, without a server."""
+    path = tmp_path_factory.mktemp("pyfunc") / "final.pth"
+    gen = torch.Generator().manual_seed(0)
+    torch.save({"embeddings": 0.5 * torch.rand(N_NODES, 2, generator=gen),
+                "names": node_names.encode([f"n{i}" for i in range(N_NODES)]),
+                "config": {"manifold": "poincare"}}, path)
+    model = HypeEmbedding()
+    model.load_context(SimpleNamespace(artifacts={"embedding": str(path)}))
+    return model
+
+
+def _refusal(model, df) -> str:
+    with pytest.raises(MlflowException) as info:
+        model.predict(None, df)
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    return info.value.message
+
+
+@pytest.mark.parametrize("columns, row", [(["u", "v"], ["n1", "n2"]), (["node", "k"], ["n1", 1])])
+def test_rows_per_request_are_capped(loaded_model, columns, row):
+    assert len(loaded_model.predict(None, pd.DataFrame([row] * MAX_ROWS, columns=columns))) == MAX_ROWS
+    message = _refusal(loaded_model, pd.DataFrame([row] * (MAX_ROWS + 1), columns=columns))
+    assert message == (f"{MAX_ROWS + 1} rows in one request; at most {MAX_ROWS} (MAX_ROWS): "
+                       f"split it into requests of {MAX_ROWS} rows or fewer")
+
+
+def test_neighbour_rows_are_capped_after_k_is_clamped(loaded_model):
+    fits = MAX_NEIGHBOURS_OUT // (N_NODES - 1)  # rows of k=1e9 whose clamped k fit the limit
+    out = loaded_model.predict(None, pd.DataFrame({"node": ["n1"] * fits, "k": [10**9] * fits}))
+    assert len(out) == fits * (N_NODES - 1)
+    assert list(out["rank"][: N_NODES - 1]) == list(range(1, N_NODES))
+    assert "n1" not in set(out["neighbor"])
+    message = _refusal(loaded_model, pd.DataFrame({"node": ["n1"] * (fits + 1), "k": [10**9] * (fits + 1)}))
+    assert f"asks for {(fits + 1) * (N_NODES - 1):,} neighbour rows" in message
+    assert f"each k clamped to {N_NODES - 1:,}" in message
+    assert f"at most {MAX_NEIGHBOURS_OUT:,} per request" in message
+    assert f"split it into requests whose k sum to {MAX_NEIGHBOURS_OUT:,} or less" in message
+
+
+@pytest.mark.parametrize("k", [True, np.bool_(True)])
+def test_a_bool_k_is_refused(loaded_model, k):
+    message = _refusal(loaded_model, pd.DataFrame({"node": pd.Series(["n1"], dtype=object),
+                                                   "k": pd.Series([k], dtype=object)}))
+    assert message == f"k must be an integer >= 1, got {bool(k)}"
+
+
+@pytest.mark.parametrize("columns, named", [
+    (["u", "u", "v"], "u"),
+    (["node", "k", "k", "node"], "k, node"),
+])
+def test_duplicate_columns_are_named(loaded_model, columns, named):
+    message = _refusal(loaded_model, pd.DataFrame([["n1"] * len(columns)], columns=columns))
+    assert message == f"duplicate column(s): {named}"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_payload_artifact_is_refused_without_torch_advice(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "final.pth"
+    torch.save({"embeddings": torch.zeros(2, 2), "names": ["a", "b"], "x": _Payload()}, path)
+    with pytest.raises(MlflowException) as info:
+        HypeEmbedding().load_context(SimpleNamespace(artifacts={"embedding": str(path)}))
+    message = info.value.message
+    assert message.startswith(f"{path}: refused to load: it holds more than tensors and plain types")
+    assert message.endswith("nothing in it was run") and "\n" not in message
+    assert "weights_only" not in message and "Weights only" not in message
+    assert info.value.__suppress_context__  # the serve log's traceback does not show torch's own
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_ui_command_serves_the_store_and_stops_with_its_group(served_run):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from hype import node_names
+from hype import node_names, weights_only
 from tracker import faults
 
 TMP_SUFFIX = ".tmp"  # a save in progress: <name>.<random>.tmp, removed on start or resume
@@ -60,8 +60,6 @@ def _fsync_dir(directory: Path) -> None:
 
 # torch.save writes a zip archive (since torch 1.6); older files start with a pickle protocol byte.
 _TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
-# torch's weights_only refusal opens with advice to load with weights_only=False: never ours to give.
-_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
 def load(path: Path) -> dict:
@@ -80,10 +78,7 @@ def load(path: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except pickle.UnpicklingError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        why = next((ln for ln in lines if not ln.startswith(_TORCH_BOILERPLATE)), "unsafe content")
-        raise CheckpointError(f"{path}: refused to load: it holds more than tensors and plain types "
-                              f"({why.rstrip('.')}); nothing in it was run") from None
+        raise CheckpointError(f"{path}: {weights_only.refusal(e)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError) as e:
         msg = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {msg})") from None
