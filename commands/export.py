@@ -41,24 +41,23 @@ def _final_model_of(run_id: str, tracking_uri: str | None):
     from mlflow.exceptions import MlflowException
 
     from tracker import layout
-    from tracker.cleanup.local import CleanupError
-    from tracker.cleanup.runs import open_client
     from tracker.policy.names import final_model_of
-    from tracker.store.errors import TrackingError
+    from tracker.store.errors import TrackingError, TrackingUnavailable
+    from tracker.store.open import READ_PROBE, resolve_and_open
     from tracker.store.redact import redact
-    from tracker.store.uri import resolve_tracking_uri
 
     try:
-        uri = resolve_tracking_uri(tracking_uri)
-        client = open_client(uri)
+        # train's checks; reading a run never creates a store
+        uri, client = resolve_and_open(tracking_uri, create=False, probe=READ_PROBE)
         run = client.get_run(run_id)
         listed = [a.path for a in client.list_artifacts(run_id, layout.FINAL_FOLDER) if not a.is_dir]
-    except (TrackingError, CleanupError) as e:
+    except (TrackingError, TrackingUnavailable) as e:
         raise click.ClickException(str(e)) from None
     except MlflowException as e:
         if e.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise click.ClickException(f"no run with id {run_id!r} in {redact(uri)}") from None
-        raise click.ClickException(f"run {run_id}: {e.message.splitlines()[0]}") from None
+        first = (e.message or e.error_code).strip().splitlines()[0]
+        raise click.ClickException(f"run {run_id}: {redact(first)}") from None
     finals = [p for p in listed if final_model_of(p.rsplit("/", 1)[-1])]
     wanted = run.data.tags.get(layout.TAG_MODEL_NAME)
     mine = [p for p in finals if final_model_of(p.rsplit("/", 1)[-1]) == wanted]

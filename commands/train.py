@@ -128,13 +128,19 @@ def _model_name(dataset: Path) -> str:
 @click.option("--force", is_flag=True, help="Start even if the retained checkpoints would not fit.")
 @click.option("--resume", "resume", default=None, metavar="RUN_ID",
               help="Continue this MLflow run from its newest retained checkpoint.")
+@click.option("--from-epoch", type=int, default=None, metavar="E",
+              help="With --resume: go on from this retained epoch; the run's later checkpoints are "
+                   "deleted (those epochs are trained again).")
+@click.option("--init-from", default=None, metavar="RUN_ID[:EPOCH]|FILE",
+              help="Warm start a new run from another run's retained checkpoint (newest, or EPOCH) "
+                   "or a checkpoint file; nodes are matched by name.")
 @click.option("--no-pyfunc", is_flag=True, help="Do not log the final model as an MLflow model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, no_keep_best,
           keep_every, monitor, mode,
-          patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, no_pyfunc, quiet,
-          epochs, **hp):
+          patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, from_epoch,
+          init_from, no_pyfunc, quiet, epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
     from hype import distributed
     from hype.data import DataError, load_edge_csv
@@ -157,11 +163,20 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
         uri = resolve_tracking_uri(tracking_uri)
         if redact(uri) != uri:  # user:password@ in the URI: MLflow prints it in its "View run" links
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        if from_epoch is not None and not resume:
+            raise click.BadParameter("needs --resume RUN_ID (to start a new run from a checkpoint, "
+                                     "use --init-from RUN_ID:EPOCH)", param_hint="--from-epoch")
         if resume:
+            if init_from:
+                raise click.BadParameter("starts a new run; it cannot be combined with --resume (use "
+                                         "--from-epoch E to go on from another epoch of the run)",
+                                         param_hint="--init-from")
             graph = load_edge_csv(dataset) if dataset else None
+            given = {k: v for k, v in _given(ctx).items() if k != "from_epoch"}
             outcome = run_training(uri=uri, graph=graph, config=None, tconfig=None, resume=resume,
                                    epochs=epochs, checkpoint_root=checkpoint_dir, progress=not quiet,
-                                   force=force, disk_margin=disk_margin, given=_given(ctx))
+                                   force=force, disk_margin=disk_margin, given=given,
+                                   from_epoch=from_epoch)
         else:
             dataset = dataset or DEFAULT_DATASET
             config = TrainConfig(epochs=_DEFAULTS["epochs"] if epochs is None else epochs, **hp)
@@ -183,7 +198,8 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
             tconfig.stop_config(config.burnin)  # validates monitor/mode/patience up front
             graph = load_edge_csv(dataset)
             outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
-                                   experiment=experiment, run_name=run_name, progress=not quiet)
+                                   experiment=experiment, run_name=run_name, progress=not quiet,
+                                   init_from=init_from)
     except (DataError, TrackingError, TrackingUnavailable, StoreError, ValueError,
             distributed.WorkerStartError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None

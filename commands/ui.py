@@ -52,23 +52,22 @@ def ui(port, tracking_uri):
 
     One worker: by default the server starts about 15 processes, far too many for a laptop.
     """
-    from tracker.store.errors import TrackingError
+    from tracker.store.errors import TrackingError, TrackingUnavailable
+    from tracker.store.open import READ_PROBE, resolve_and_open
     from tracker.store.redact import redact
-    from tracker.store.uri import resolve_tracking_uri, sqlite_path
+    from tracker.store.uri import sqlite_path
 
     try:
-        uri = resolve_tracking_uri(tracking_uri)
-    except TrackingError as e:
+        # train's checks, so that `mlflow ui` is not the one to find a bad store (in a traceback)
+        uri, _ = resolve_and_open(tracking_uri, create=False, probe=READ_PROBE)
+    except (TrackingError, TrackingUnavailable) as e:
         raise click.ClickException(str(e)) from None
     cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
            "--host", HOST, "--port", str(port), "--workers", "1"]
     db = sqlite_path(uri)
     if db is not None:
-        if not db.is_file():
-            raise click.ClickException(f"no tracking database at {db}: train first "
-                                       "(python cli.py train) or give --tracking-uri")
         # Runs keep their own (file:) artifact locations; this is only for experiments made in the UI.
-        cmd += ["--artifacts-destination", str(db.resolve().parent / "mlartifacts")]
+        cmd += ["--artifacts-destination", str(db.parent / "mlartifacts")]
     if not _port_free(port):
         raise click.ClickException(f"port {port} on {HOST} is in use; choose another with --port")
     env = dict(os.environ)

@@ -22,4 +22,7 @@ TAG_RETAINED = "hype.retained_checkpoints"  # how many epoch checkpoints the run
 TAG_RETAINED_EPOCHS = "hype.retained_epochs"
 TAG_STOP_REASON = "hype.stop_reason"
 TAG_FINAL_EPOCH = "hype.final_model_epoch"  # which epoch's weights the final model holds
+TAG_INIT_FROM = "hype.init_from"  # warm start: RUN_ID:EPOCH or a checkpoint file, as given
+TAG_INIT_FROM_RUN = "hype.init_from_run"  # the run it came from, when it came from one
+TAG_NOTE = "mlflow.note.content"  # the run's description: markdown the UI shows on the run page
 TAG_RETENTION_ERROR = "hype.retention_error"  # why retention stopped deleting in this run

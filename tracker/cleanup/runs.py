@@ -12,10 +12,10 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tracker.store.errors import StoreError, StoreUnavailable, TrackingError
+from tracker.store.errors import StoreError, TrackingError, TrackingUnavailable
+from tracker.store.open import READ_PROBE, resolve_and_open
 from tracker.store.redact import redact
-from tracker.store.retry import RetryPolicy, call_with_retry
-from tracker.store.uri import check_uri, sqlite_path
+from tracker.store.retry import call_with_retry
 
 
 class CleanupError(ValueError):
@@ -24,7 +24,7 @@ class CleanupError(ValueError):
 
 IN_PROGRESS = frozenset({"RUNNING", "SCHEDULED"})  # a trainer may still be writing these runs
 # A cleanup is run by a person who waits for it: fail within seconds, not minutes.
-RETRY = RetryPolicy(total_s=10.0, first_delay_s=0.5, max_delay_s=2.0)
+RETRY = READ_PROBE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,25 +34,13 @@ RETRY = RetryPolicy(total_s=10.0, first_delay_s=0.5, max_delay_s=2.0)
 def open_client(uri: str) -> MlflowClient:
     """A client for ``uri`` that is known to answer; CleanupError (one line) otherwise.
 
-    A SQLite file that does not exist is an error, not a new empty store: cleanup must not
-    create databases.
+    The checks are train's (tracker.store.open.resolve_and_open), but a SQLite file that does
+    not exist is an error, not a new empty store: cleanup must not create databases.
     """
     try:
-        check_uri(uri)
-    except TrackingError as e:
+        return resolve_and_open(uri, create=False, probe=RETRY)[1]
+    except (TrackingError, TrackingUnavailable) as e:
         raise CleanupError(str(e)) from None
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise CleanupError(f"no tracking database at {db} (from {redact(uri)})")
-    client = MlflowClient(uri)
-    try:
-        call_with_retry(f"reach {redact(uri)}", lambda: client.search_experiments(max_results=1), RETRY)
-    except StoreUnavailable:
-        raise CleanupError(f"cannot reach the tracking store {redact(uri)}: no answer within "
-                           f"{RETRY.total_s:g} s (is the server running?)") from None
-    except StoreError as e:
-        raise CleanupError(f"cannot use the tracking store {redact(uri)}: {e}") from None
-    return client
 
 
 def _call(what: str, fn):

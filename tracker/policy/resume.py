@@ -92,6 +92,8 @@ def plan(given: Mapping[str, object], params: Mapping[str, str], *, experiment: 
     return changes, refused
 
 
-def record(changes: list[Change], epoch: int) -> str:
-    """The tag value that records one resume's changes."""
-    return f"at epoch {epoch}: " + ("; ".join(map(str, changes)) if changes else "no changes")
+def record(changes: list[Change], epoch: int, rolled_back_from: int | None = None) -> str:
+    """The tag value that records one resume's changes (and where it went on from, when that is
+    before the newest epoch the run had logged)."""
+    at = f"at epoch {epoch}" + (f" (rolled back from epoch {rolled_back_from})" if rolled_back_from else "")
+    return f"{at}: " + ("; ".join(map(str, changes)) if changes else "no changes")

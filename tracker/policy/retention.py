@@ -224,6 +224,13 @@ def decide(records: Iterable[CheckpointRecord], policies: Sequence[Policy]) -> l
     return decisions
 
 
+def roll_back(records: Iterable[CheckpointRecord], after: int, why: str) -> list[Decision]:
+    """Deletions of every record after epoch ``after``, whatever the policies: a resume that goes
+    on from ``after`` trains those epochs again, and their old checkpoints would otherwise be
+    taken for the run's newest (by retention now, by the next resume later)."""
+    return [Decision(r, False, f"rolled back: {why}") for r in _sorted_unique(records) if r.epoch > after]
+
+
 def to_delete(records: Iterable[CheckpointRecord], policies: Sequence[Policy]) -> list[Decision]:
     """Only the deletions of ``decide``, ordered by epoch."""
     return [d for d in decide(records, policies) if not d.keep]

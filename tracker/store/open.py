@@ -26,19 +26,35 @@ from tracker.store.errors import StoreError, StoreUnavailable, TrackingError, Tr
 from tracker.store.redact import one_line as _one_line
 from tracker.store.redact import redact
 from tracker.store.retry import RetryPolicy, call_with_retry
-from tracker.store.uri import artifact_location_for, sqlite_path
+from tracker.store.uri import SQL_SCHEMES, artifact_location_for, resolve_tracking_uri, sqlite_path
 
 # A fresh SQLite store is fully migrated in about a second; a lock held for minutes means a
 # process is stuck, and waiting on it silently would look like a hang.
 DEFAULT_LOCK_TIMEOUT_S = 120.0
 # How long a server or database may be unreachable before we give up (connection refused, 5xx).
 DEFAULT_PROBE = RetryPolicy(total_s=20.0, first_delay_s=0.5, max_delay_s=4.0)
-SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+# A person waits for cleanup, export, evaluate and ui: fail within seconds, not minutes.
+READ_PROBE = RetryPolicy(total_s=10.0, first_delay_s=0.5, max_delay_s=2.0)
+
+
+def resolve_and_open(
+    cli_value: str | None, *, create: bool = True, probe: RetryPolicy = DEFAULT_PROBE
+) -> tuple[str, MlflowClient]:
+    """The tracking URI a command was given (resolved and checked, as `train` does) and a
+    client whose store answers; TrackingError or TrackingUnavailable, one line, otherwise.
+
+    Every command goes through here, so that one URI gets one verdict everywhere. With
+    create=False (commands that only read or clean) a SQLite file that does not exist is an
+    error, not a new empty store.
+    """
+    uri = resolve_tracking_uri(cli_value)
+    return uri, open_tracking_store(uri, create=create, probe=probe)
 
 
 def open_tracking_store(
     tracking_uri: str | None = None,
     *,
+    create: bool = True,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     probe: RetryPolicy = DEFAULT_PROBE,
 ) -> MlflowClient:
@@ -50,7 +66,7 @@ def open_tracking_store(
     except Exception as exc:
         raise TrackingUnavailable(f"tracking URI {shown!r} is malformed: {redact(exc)}") from None
     if scheme == "sqlite":
-        return _open_sqlite(uri, lock_timeout_s)
+        return _open_sqlite(uri, lock_timeout_s, create=create)
     if scheme in ("http", "https"):
         _probe_http(uri, probe)
     elif scheme.split("+")[0] in SQL_SCHEMES:
@@ -143,7 +159,7 @@ def _count_runs(db: Path) -> int | None:
         return None
 
 
-def _open_sqlite(uri: str, lock_timeout_s: float) -> MlflowClient:
+def _open_sqlite(uri: str, lock_timeout_s: float, *, create: bool) -> MlflowClient:
     from filelock import FileLock, Timeout
 
     try:
@@ -152,6 +168,15 @@ def _open_sqlite(uri: str, lock_timeout_s: float) -> MlflowClient:
         raise TrackingUnavailable(str(e)) from None
     if db is None:
         return _ready_client(uri)
+    if db.is_dir():
+        # MLflow would retry "unable to open database file" for about 100 s, warning each time
+        raise TrackingUnavailable(f"tracking URI {redact(uri)!r}: {db} is a directory; give a "
+                                  f"database file path, e.g. sqlite:///{db / 'mlflow.db'}")
+    if not create:
+        if not db.is_file():
+            raise TrackingUnavailable(f"no tracking database at {db} (from {redact(uri)}): train "
+                                      "first (python cli.py train) or give --tracking-uri")
+        return _open_existing(uri, db)  # exists: no creation to serialise, so no lock file
     lock_path = Path(f"{db}.lock")
     try:
         # MLflow creates missing parent directories of a SQLite db too; the lock needs one.
@@ -206,9 +231,8 @@ def _probe_sql(uri: str, probe: RetryPolicy) -> None:
         connect_args = {"connect_timeout": 10} if url.get_backend_name() != "mssql" else {}
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except ModuleNotFoundError as exc:
-        hint = " (name the driver, e.g. postgresql+psycopg2://)" if "psycopg" in str(exc) else ""
         raise TrackingUnavailable(
-            f"no database driver for {redact(uri)!r}: {_one_line(exc)}{hint}"
+            f"no database driver for {redact(uri)!r}: {_one_line(exc)}{_driver_hint(url)}"
         ) from None
     except Exception as exc:
         raise TrackingUnavailable(
@@ -218,6 +242,17 @@ def _probe_sql(uri: str, probe: RetryPolicy) -> None:
         _probe(f"connect to {redact(uri)}", lambda: engine.connect().close(), probe)
     finally:
         engine.dispose()
+
+
+def _driver_hint(url) -> str:
+    """What to do when SQLAlchemy's default driver for the scheme is not installed."""
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return " (name the driver, e.g. postgresql+psycopg2://)"  # the one installed
+    if backend == "mysql":
+        return (" (hype installs no MySQL driver: pip install pymysql and use mysql+pymysql://, "
+                "or use postgresql+psycopg2:// or sqlite:///PATH)")
+    return ""
 
 
 def _probe(what: str, fn, probe: RetryPolicy) -> None:

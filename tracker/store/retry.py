@@ -50,6 +50,11 @@ _TRANSIENT_MLFLOW_CODES = frozenset(
     {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 )
 _PERMISSION_MLFLOW_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+# A database server (PostgreSQL, MySQL) that is down or restarting, or one that refused the
+# credentials: DB-API drivers say so only in the text of an OperationalError.
+_SQL_DOWN = ("Connection refused", "timeout expired", "server closed the connection unexpectedly",
+             "the database system is starting up", "Can't connect to MySQL server")
+_SQL_REFUSED = ("password authentication failed", "Access denied for user")
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -67,6 +72,12 @@ def _classify_one(exc: BaseException) -> str | None:
         return PERMISSION
     if "database is locked" in str(exc):  # SQLite: another writer holds the lock for a moment
         return TRANSIENT
+    if type(exc).__name__ == "OperationalError":  # SQLAlchemy's, or the driver's own
+        text = str(exc)
+        if any(s in text for s in _SQL_REFUSED):
+            return PERMISSION
+        if any(s in text for s in _SQL_DOWN):
+            return TRANSIENT
     if isinstance(exc, FileNotFoundError):
         return NOT_FOUND
     status = _http_status(exc)

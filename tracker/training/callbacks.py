@@ -66,6 +66,7 @@ class Progress:
     retained: list[CheckpointRecord] = field(default_factory=list)  # what the run holds now
     resumed_from: int | None = None  # protected until a newer checkpoint is stored
     best_emb: torch.Tensor | None = None  # weights of the best epoch, for the final model
+    stopped: str | None = None  # resumed after it had stopped early: train nothing, finish it
 
 
 class TrackedTraining:

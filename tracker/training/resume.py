@@ -8,7 +8,6 @@ checked); anything the manifest does not name is not ours and is left alone.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -17,18 +16,18 @@ from mlflow.tracking import MlflowClient
 
 from hype.config import TrainConfig
 from hype.data import Graph, load_edge_csv
-from hype.train import TrainState, check_compatible, new_state
+from hype.train import TrainState, check_compatible
 from tracker import layout
 from tracker.checkpoints import folder as run_folder
-from tracker.checkpoints.files import CheckpointError, load, remove_temporaries, sha256_of
-from tracker.checkpoints.inventory import Inventory, Item, build, scan_local
-from tracker.checkpoints.lifecycle import RunCheckpoints
-from tracker.checkpoints.manifest import Entry
+from tracker.checkpoints.files import CheckpointError, remove_temporaries
+from tracker.checkpoints.inventory import Inventory
+from tracker.checkpoints.lifecycle import Plan, RunCheckpoints
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy import names, stopping
 from tracker.policy import resume as resume_policy
-from tracker.policy.retention import monitored_values
+from tracker.policy.retention import monitored_values, roll_back
 from tracker.store.errors import TrackingError
+from tracker.training import recover
 from tracker.training.callbacks import Progress, RunContext, TrackedTraining, say
 from tracker.training.config import TrackerConfig
 from tracker.training.start import bind_folder, make_folder
@@ -56,106 +55,13 @@ def resolve_folder(run, run_id: str, tconfig: TrackerConfig,
     return found
 
 
-def _adopt_legacy(ck: RunCheckpoints, tracked: dict) -> None:
-    """Bind a folder from before manifests: by the old name rules (the folder is named after the
-    run), record the files the store proves are the run's (same name and size) as stored, and
-    local-only ones that load, and say they are this run's, as written."""
-    local, _ = scan_local(ck.folder)
-    legacy = build(ck.model, manifest=None, local=local, tracked=tracked, legacy_local=True)
-    for item in legacy.items:
-        if not item.local:
-            continue
-        path = ck.folder / item.name
-        try:
-            _checked(load(path), ck.run_id, path)
-        except CheckpointError as e:
-            say(f"WARNING: {item.name} is not adopted as this run's: {e}")
-            continue
-        state = "stored" if item.stored else "written"
-        ck.manifest.record(Entry(item.epoch, item.name, path.stat().st_size, sha256_of(path), state,
-                                 item.value))
-    ck.legacy_local = False
-
-
-def reconcile(ck: RunCheckpoints, values: dict, policies: list) -> Inventory:
-    """Upload what was written but never confirmed stored, and give a checkpoint the policies
-    keep its tracked copy back if someone deleted it from the store; return the inventory after."""
-    inv = ck.inventory(values=values)
-    kept = {d.record.epoch for d in ck.plan(policies, inventory=inv).kept}
-    for item in inv.items:
-        restore = item.lost_tracked and item.epoch in kept
-        if not (restore or not item.stored) or not item.local or item.interrupted:
-            continue
-        path = ck.folder / item.name
-        try:
-            if item.sha256 is not None and sha256_of(path) != item.sha256:
-                raise CheckpointError(f"{path}: its sha256 differs from the manifest's")
-            _checked(load(path), ck.run_id, path)
-        except CheckpointError as e:
-            say(f"WARNING: {item.name} is not in the store and is not usable; leaving it: {e}")
-            continue
-        ck.store.upload(path)
-        ck.manifest.set_state(item.epoch, "stored")
-        say(f"Stored {item.name} again: deleted from the store since, and still kept by the policies"
-            if restore else f"Stored {item.name}, whose upload the interrupted run had not confirmed")
-    return ck.inventory(values=values)
-
-
-def fetch(ck: RunCheckpoints, item: Item) -> dict:
-    """Load one retained checkpoint: the local copy when it is the manifest's, else the store's.
-    A local file that is not ours is never overwritten; the store's copy is read beside it."""
-    path = ck.folder / item.name
-    if item.local:
-        try:
-            if item.sha256 is not None and sha256_of(path) != item.sha256:
-                raise CheckpointError(f"{path}: not ours (its sha256 differs from the manifest's)")
-            return _checked(load(path), ck.run_id, path)
-        except CheckpointError as e:
-            say(f"WARNING: {e}; trying the tracking store's copy")
-    elif path.exists() or path.is_symlink():
-        say(f"WARNING: {path}: not ours (not the file the run's manifest recorded); kept, "
-            "reading the tracking store's copy")
-    if not item.tracked:
-        raise CheckpointError(f"{path}: no usable copy (the store does not hold it)")
-    with tempfile.TemporaryDirectory(dir=ck.folder, prefix=".fetch-") as tmp:
-        got = ck.store.download(item.name, tmp)
-        try:
-            ckpt = _checked(load(got), ck.run_id, path)
-        except CheckpointError as e:
-            why = str(e).split(": ", 1)[-1]
-            raise CheckpointError(f"{path}: the local copy is not usable and the tracking store's "
-                                  f"copy does not load either ({why})") from None
-        if not path.exists() and not path.is_symlink():  # only a missing copy is restored
-            got.replace(path)
-            say(f"Downloaded {item.name} from the tracking store (no local copy)")
-    return ckpt
-
-
-def _checked(ckpt: dict, run_id: str, path: Path) -> dict:
-    owner = ckpt.get("run_id")
-    if owner is not None and owner != run_id:
-        raise CheckpointError(f"{path}: not ours (the file says it belongs to run {owner})")
-    return ckpt
-
-
 def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
                epochs: int | None = None, checkpoint_root: Path | None = None,
                force: bool = False, disk_margin: int | None = None, given: dict | None = None,
-               ) -> tuple[TrackedTraining, TrainState, Graph]:
-    """given: the options the command line named (click's names), checked by policy.resume."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
-            raise TrackingError(f"no run with id {run_id!r} in this tracking store") from None
-        raise
-    if not made_by_hype(run):
-        source = run.data.tags.get("mlflow.source.name") or "a plain MLflow run"
-        entry = run.data.tags.get("mlflow.project.entryPoint")
-        what = f"`mlflow run` entry point {entry!r}" if entry else source
-        raise TrackingError(f"run {run_id} was not made by hype train ({what}: no {layout.TAG_MODEL_NAME} "
-                            "tag, no model_name param); nothing of it was changed. Start a new run "
-                            "without --resume")
+               from_epoch: int | None = None) -> tuple[TrackedTraining, TrainState, Graph]:
+    """given: the options the command line named (click's names), checked by policy.resume.
+    from_epoch: go on from this retained epoch; the run's later checkpoints are rolled back."""
+    run = _hype_run(client, run_id)
     config, tconfig = _run_configs(run)
     tconfig = replace(tconfig, force=force,
                       disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin)
@@ -178,14 +84,8 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     ran = _epochs_ran(client, run_id)
     # Closed by hype's finish (its last tags, then the status): log_pyfunc's own end_run also
     # says FINISHED, and a kill right after it leaves a run that still needs finishing.
-    continuing = run.info.status == "FINISHED" and layout.TAG_FINAL_EPOCH in run.data.tags
-    if continuing and (epochs is None or epochs <= ran):
-        why = run.data.tags.get(layout.TAG_STOP_REASON, "finished")
-        raise TrackingError(f"run {run_id} is FINISHED ({why}) after {ran} epochs; nothing was changed. "
-                            f"To continue it, pass --epochs N with N > {ran}")
-    if epochs is not None and epochs <= ran:
-        raise TrackingError(f"--epochs {epochs}: run {run_id} has already trained {ran} epochs; "
-                            f"give more than {ran} (or leave --epochs out to finish its {config.epochs})")
+    finished = run.info.status == "FINISHED" and layout.TAG_FINAL_EPOCH in run.data.tags
+    _check_epochs(run, ran, epochs, from_epoch, finished, config.epochs)
     if epochs is not None:
         config = replace(config, epochs=epochs)
     path = dataset or run.data.params.get("dataset_path")
@@ -193,72 +93,174 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     if graph.sha256 != run.data.params.get("dataset_sha256", graph.sha256):
         raise TrackingError(f"{path} has changed since run {run_id} started (sha256 differs); "
                             "resume needs the same data")
-    found = resolve_folder(run, run_id, tconfig, checkpoint_root)
-    local_dir = found.folder or (Path(checkpoint_root or tconfig.checkpoint_root) / run_id)
-    make_folder(local_dir)
-    tconfig = replace(tconfig, checkpoint_root=local_dir.parent)
-    for p in remove_temporaries(local_dir, tconfig.model_name):
-        say(f"Removed partial save left by the interrupted run: {p.name}")
-    store = TrackedCheckpoints(run_id, client=client)
-    manifest = found.manifest or bind_folder(local_dir, client, run_id, tconfig)
-    ck = RunCheckpoints(run_id, tconfig.model_name, store=store, folder=local_dir, manifest=manifest,
-                        legacy_local=found.legacy and found.manifest is None)
+    ck, tconfig = _open_checkpoints(client, run, run_id, tconfig, checkpoint_root)
     try:
         if ck.legacy_local:
-            _adopt_legacy(ck, store.list())
+            recover.adopt_legacy(ck, ck.store.list())
         stop_cfg = tconfig.stop_config(config.burnin)
         history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
         values = monitored_values(history, start=stop_cfg.burnin)
-        inv = reconcile(ck, values, tconfig.policies(values))
-        state, unreadable = None, []
-        candidates = [i for i in inv.items if not i.interrupted]
-        for item in reversed(candidates):  # newest first; skip any that does not load
-            try:
-                state = TrainState.from_checkpoint(fetch(ck, item))
-                break
-            except CheckpointError as e:
-                say(f"WARNING: skipping {item.name}: {e}")
-                unreadable.append(str(e))
-        if state is None and unreadable:
-            raise TrackingError(f"run {run_id} has no loadable checkpoint to resume from: "
-                                f"{len(unreadable)} retained, none loads (newest: {unreadable[0]})")
-        if state is None and not _ever_retained(run):
-            # Killed before its first checkpoint was stored: nothing was learnt that could be lost,
-            # so the run starts again from epoch 0 with its own settings and seed.
-            say(f"Run {run_id} stored no checkpoint before it stopped: starting it from epoch 0")
-            state = new_state(graph, config)
-        if state is None:
-            raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
+        inv = recover.reconcile(ck, values, tconfig.policies(values))
+        if from_epoch is not None and from_epoch not in {i.epoch for i in inv.items if not i.interrupted}:
+            held = ", ".join(str(i.epoch) for i in inv.items if not i.interrupted) or "none"
+            raise TrackingError(f"--from-epoch {from_epoch}: run {run_id} holds no checkpoint of that epoch "
+                                f"(retained epochs: {held})")
+        point = recover.load_newest(ck, inv, upto=from_epoch)
+        state = _start_state(client, run, point, graph, config, from_epoch, tconfig.checkpoint_root)
         try:
             check_compatible(state, graph, config)
         except ValueError as e:
             raise TrackingError(f"cannot resume run {run_id} from "
                                 f"{names.checkpoint_name(tconfig.model_name, state.epoch)}: {e}") from None
+        if point.item is not None:
+            recover.verify_tracked(ck, point.item)
+        inv = _roll_back(ck, inv, state.epoch, from_epoch, values)
         stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
-        if continuing:
+        stopped = None
+        if finished and from_epoch is None:
             # Asked to go on past its stop: keep its best, give patience back, and say so.
             stop_state = replace(stop_state, bad_evals=0)
             say(f"Continuing FINISHED run {run_id} past its stop "
                 f"({run.data.tags.get(layout.TAG_STOP_REASON, 'finished')}) up to epoch {config.epochs}")
+        else:
+            stop, why = stopping.should_stop(stop_state, stop_cfg, tconfig.monitor)
+            stopped = why if stop else None  # it had stopped there: only its final model is missing
         progress = Progress(stop_state, {e: v for e, v in values.items() if e <= state.epoch},
-                            inv.records(), resumed_from=state.epoch or None)
-        best = stop_state.best_epoch
-        held = inv.by_epoch()
-        if best is not None and best in held and not held[best].interrupted:
-            progress.best_emb = fetch(ck, held[best])["embeddings"]
+                            inv.records(), resumed_from=state.epoch or None, stopped=stopped)
+        progress.best_emb = _best_weights(ck, inv, stop_state, point, tconfig.monitor)
         client.update_run(run_id, status="RUNNING")
         n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
-        client.set_tag(run_id, f"{RESUME_TAG}{n}", resume_policy.record(changes, state.epoch))
+        rolled_from = ran if ran > state.epoch else None
+        client.set_tag(run_id, f"{RESUME_TAG}{n}", resume_policy.record(changes, state.epoch, rolled_from))
         for c in changes:
             say(f"Resume changes {c}")
         say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "
             f"(epoch {state.epoch}/{config.epochs})")
+        if stopped:
+            say(f"Run {run_id} had stopped early at epoch {state.epoch} ({stopped}); finishing it")
         tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, ck), progress)
         tracked.apply_retention(confirm=True)  # no more than the policies keep on either side after a crash
         return tracked, state, graph
     except BaseException:
         ck.close()  # the run folder holds its files alone again
         raise
+
+
+def _hype_run(client: MlflowClient, run_id: str):
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
+            raise TrackingError(f"no run with id {run_id!r} in this tracking store") from None
+        raise
+    if not made_by_hype(run):
+        source = run.data.tags.get("mlflow.source.name") or "a plain MLflow run"
+        entry = run.data.tags.get("mlflow.project.entryPoint")
+        what = f"`mlflow run` entry point {entry!r}" if entry else source
+        raise TrackingError(f"run {run_id} was not made by hype train ({what}: no {layout.TAG_MODEL_NAME} "
+                            "tag, no model_name param); nothing of it was changed. Start a new run "
+                            "without --resume")
+    return run
+
+
+def _check_epochs(run, ran: int, epochs: int | None, from_epoch: int | None, finished: bool,
+                  planned: int) -> None:
+    run_id = run.info.run_id
+    if from_epoch is not None:
+        target = planned if epochs is None else epochs
+        if from_epoch < 0 or target <= from_epoch:
+            raise TrackingError(f"--from-epoch {from_epoch}: the run would train up to epoch {target}; "
+                                f"give --epochs N with N > {from_epoch}")
+        return
+    if finished and (epochs is None or epochs <= ran):
+        why = run.data.tags.get(layout.TAG_STOP_REASON, "finished")
+        raise TrackingError(f"run {run_id} is FINISHED ({why}) after {ran} epochs; nothing was changed. "
+                            f"To continue it, pass --epochs N with N > {ran}")
+    if epochs is not None and epochs <= ran:
+        raise TrackingError(f"--epochs {epochs}: run {run_id} has already trained {ran} epochs; "
+                            f"give more than {ran} (or leave --epochs out to finish its {planned})")
+
+
+def _open_checkpoints(client, run, run_id: str, tconfig: TrackerConfig, checkpoint_root: Path | None):
+    found = resolve_folder(run, run_id, tconfig, checkpoint_root)
+    local_dir = found.folder or (Path(checkpoint_root or tconfig.checkpoint_root) / run_id)
+    make_folder(local_dir)
+    tconfig = replace(tconfig, checkpoint_root=local_dir.parent)
+    for p in remove_temporaries(local_dir, tconfig.model_name):
+        say(f"Removed partial save left by the interrupted run: {p.name}")
+    manifest = found.manifest or bind_folder(local_dir, client, run_id, tconfig)
+    legacy = found.legacy and found.manifest is None
+    ck = RunCheckpoints(run_id, tconfig.model_name, store=TrackedCheckpoints(run_id, client=client),
+                        folder=local_dir, manifest=manifest, legacy_local=legacy)
+    return ck, tconfig
+
+
+def _start_state(client, run, point: recover.ResumePoint, graph: Graph, config: TrainConfig,
+                 from_epoch: int | None, checkpoint_root: Path) -> TrainState:
+    run_id = run.info.run_id
+    if point.state is not None:
+        if point.lost:
+            say(f"Resuming from epoch {point.state.epoch}: {len(point.lost)} newer checkpoint(s) do not "
+                f"load from either copy and are lost; their epochs are trained again")
+        return point.state
+    if point.lost:
+        what = f"epoch {from_epoch}'s" if from_epoch is not None else \
+            f"{len(point.lost)} retained, none"
+        raise TrackingError(f"run {run_id} has no loadable checkpoint to resume from: {what} loads "
+                            f"(newest: {point.lost[0]})")
+    if not _ever_retained(run):
+        # Killed before its first checkpoint was stored: nothing was learnt that could be lost,
+        # so the run starts again from epoch 0 with its own settings and seed.
+        say(f"Run {run_id} stored no checkpoint before it stopped: starting it from epoch 0")
+        from tracker.training import warm
+
+        return warm.restart(client, run, graph, config, Path(checkpoint_root))
+    raise TrackingError(f"run {run_id} has no retained checkpoint to resume from")
+
+
+def _roll_back(ck: RunCheckpoints, inv: Inventory, epoch: int, from_epoch: int | None,
+               values: dict) -> Inventory:
+    """Delete (through the one deleter) the checkpoints after ``epoch``: asked for by --from-epoch,
+    or newer ones that no longer load. A damaged local copy is set aside, never deleted."""
+    why = (f"--from-epoch {epoch}" if from_epoch is not None
+           else f"they do not load; going on from epoch {epoch}")
+    decisions = roll_back(inv.records(), epoch, why)
+    if not decisions:
+        return inv
+    say(f"Rolling back to epoch {epoch} ({why}): deleting the checkpoints of epochs "
+        f"{', '.join(str(d.record.epoch) for d in decisions)}; the metrics logged for later epochs stay in "
+        "the run's history and are logged again as training goes on")
+    applied = ck.apply(Plan(inv, tuple(decisions)), confirm=True)
+    if applied.error is not None or applied.failed:
+        problem = applied.error or applied.failed[0].error
+        raise TrackingError(f"could not roll back to epoch {epoch}: {problem}; resume again once the "
+                            "store answers")
+    held = inv.by_epoch()
+    for d in decisions:
+        moved = recover.set_aside(ck, held[d.record.epoch])
+        if moved is not None:
+            say(f"Set aside {d.record.name} as {moved.name}: it is not the checkpoint the run recorded")
+    return ck.inventory(values=values)
+
+
+def _best_weights(ck: RunCheckpoints, inv: Inventory, stop_state, point: recover.ResumePoint,
+                  monitor: str):
+    """The best epoch's embedding for the final model, or None (then the final model is the best
+    epoch trained from here on, or the last); a best checkpoint lost on both sides is said."""
+    best = stop_state.best_epoch
+    held = inv.by_epoch()
+    if best is None or best not in held or held[best].interrupted:
+        return None
+    if point.item is not None and best == point.item.epoch:
+        return point.state.emb.detach().clone()
+    try:
+        recover.verify_tracked(ck, held[best])
+        return recover.fetch(ck, held[best])["embeddings"]
+    except CheckpointError as e:
+        say(f"WARNING: the best checkpoint, epoch {best} ({monitor}={stop_state.best:.6g}), does not load "
+            f"from either copy ({e}); its weights are lost: the final model will be the best epoch "
+            "trained from here on, or the last")
+        return None
 
 
 RESUME_TAG = "hype.resume."  # hype.resume.1, .2, ...: what each resume changed (params are immutable)

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from hype.config import TrainConfig
 from hype.data import Graph
-from hype.train import TrainState, train
+from hype.train import TrainResult, TrainState, train
 from tracker.fmt import human_bytes
 from tracker.policy import disk as diskguard
 from tracker.store.errors import StoreError, TrackingError
@@ -19,7 +19,7 @@ from tracker.store.open import open_tracking_store, tune_sqlite_commits
 from tracker.store.redact import redact
 from tracker.store.retry import RetryPolicy
 from tracker.store.retry import call_with_retry as retry_call
-from tracker.training import interrupts
+from tracker.training import interrupts, warm
 from tracker.training.callbacks import TrackedTraining, TrackerConfig, call_with_retry, say
 from tracker.training.finish import Outcome, finish
 from tracker.training.resume import resume_run
@@ -33,16 +33,27 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                  tconfig: TrackerConfig | None, experiment: str = "hype", run_name: str | None = None,
                  resume: str | None = None, epochs: int | None = None,
                  checkpoint_root: Path | None = None, progress: bool = True, force: bool = False,
-                 disk_margin: int | None = None, given: dict | None = None) -> Outcome:
+                 disk_margin: int | None = None, given: dict | None = None,
+                 from_epoch: int | None = None, init_from: str | None = None) -> Outcome:
+    """resume: a run id to continue (from_epoch: from that retained epoch); init_from: a new run
+    warm-started from RUN_ID[:EPOCH] or a checkpoint file (tracker.training.warm)."""
     tune_sqlite_commits()
     client = open_tracking_store(uri)
     if resume:
         tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,
                                            epochs=epochs, checkpoint_root=checkpoint_root,
-                                           force=force, disk_margin=disk_margin, given=given)
+                                           force=force, disk_margin=disk_margin, given=given,
+                                           from_epoch=from_epoch)
     else:
+        warm_start = None
+        if init_from:  # read and matched before the run exists: a bad source creates no run
+            source = warm.load_source(client, init_from, config, Path(tconfig.checkpoint_root))
+            warm_start = (source, *warm.initial_state(source, graph, config))
         tracked, state = start_run(client, uri, graph, config, tconfig, experiment=experiment,
                                    run_name=run_name)
+        if warm_start is not None:
+            source, state, matched = warm_start
+            warm.record(client, tracked.run_id, source, matched, graph.num_nodes)
     run_id = tracked.run_id
     say(f"MLflow run {run_id} in {redact(uri)}; checkpoints in {tracked.local_dir}")
     try:
@@ -55,7 +66,11 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     with interrupts.deferred():
         try:
             # With several workers, this process is rank 0: it alone tracks (hype.distributed)
-            result = train(tracked.graph, tracked.config, state=state, callbacks=tracked, progress=progress)
+            if tracked.progress.stopped:  # resumed after its early stop: only its final model is missing
+                result = TrainResult(state, [], tracked.progress.stopped)
+            else:
+                result = train(tracked.graph, tracked.config, state=state, callbacks=tracked,
+                               progress=progress)
             train_seconds = time.perf_counter() - t0
             # The run's last writes: Ctrl+C now waits for them, as there is nothing left to resume.
             with interrupts.section(raise_at_end=False):
