@@ -90,6 +90,7 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
     runs["keep_all"] = _train(uri, graph, ckpt, epochs=3, keep=None)  # only ever snapshotted
     donors = {"dim": _train(uri, graph, ckpt, experiment="donors", dim=3),
               "manifold": _train(uri, graph, ckpt, experiment="donors", manifold="lorentz")}
+    runs["dim3"] = donors["dim"]  # a source of another geometry for --init-from
     w = World(root, uri, ckpt, root / "mlartifacts", runs, root / "PWNED")
     client = MlflowClient(uri)
     # a run hype did not make (a plain mlflow.start_run), finished
@@ -259,6 +260,28 @@ CASES = {
                               "checkpoint has manifold='lorentz', the run asks for manifold='poincare'"),
     "resume-truncated": (lambda w, mp: _resume(w, "corrupt"),
                          "the tracking store's copy does not load either"),
+    "from-epoch-not-retained": (lambda w, mp: [*_resume(w, "keep_all"), "--from-epoch", "0"],
+                                "holds no checkpoint of that epoch (retained epochs: 1, 2, 3)"),
+    "from-epoch-without-resume": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--from-epoch", "2"),
+                                  "needs --resume RUN_ID"),
+    "init-from-with-resume": (lambda w, mp: [*_resume(w, "keep_all"), "--init-from", w.runs["dim"]],
+                              "cannot be combined with --resume"),
+    "init-from-other-dim": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--init-from", w.runs["dim3"]),
+                            "has dim=3, this run asks for dim=2; a warm start needs the same geometry"),
+    "init-from-unknown-run": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--init-from", "0" * 32),
+                              f"--init-from: no run with id '{'0' * 32}'"),
+    "init-from-malformed": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--init-from", "banana"),
+                            "expected RUN_ID[:EPOCH] (a 32-hex run id) or a checkpoint file"),
+    "init-from-truncated-file": (
+        lambda w, mp: _train_args(w, "--dataset", w.tree, "--init-from", w.root / "truncated.pth"),
+        "not a readable checkpoint"),
+    "init-from-epoch-not-retained": (
+        lambda w, mp: _train_args(w, "--dataset", w.tree, "--init-from", f"{w.runs['keep_all']}:9"),
+        "holds no checkpoint of epoch 9 (retained epochs: 1, 2, 3)"),
+    "init-from-no-common-node": (
+        lambda w, mp: _train_args(w, "--dataset", w.root / "other_closure.csv", "--init-from",
+                                  w.runs["keep_all"]),
+        "no node of this dataset is in the checkpoint"),
     # tracking URIs
     "uri-unreachable-train": (lambda w, mp: [*TRAIN, "--dataset", w.tree, "--tracking-uri", _unreachable(mp)],
                               "no answer within 0.3 s"),
