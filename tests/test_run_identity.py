@@ -28,7 +28,8 @@ def _train(uri, tmp_path, *extra):
 
 def pyfunc_models(client, run_id):
     exp = client.get_run(run_id).info.experiment_id
-    return client.search_logged_models(experiment_ids=[exp], filter_string=f"source_run_id = '{run_id}'")
+    return client.search_logged_models(experiment_ids=[exp], filter_string=(
+        f"source_run_id = '{run_id}' AND name = '{layout.PYFUNC_FOLDER}'"))
 
 
 def test_a_finished_run_is_continued_only_when_asked_and_keeps_one_final_model(sqlite_tracking, tmp_path):

@@ -23,6 +23,7 @@ from tracker import faults
 from tracker.checkpoints.files import not_the_recorded
 from tracker.checkpoints.inventory import Item
 from tracker.checkpoints.manifest import Manifest
+from tracker.checkpoints.models import CheckpointModels
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy.names import parse_checkpoint_name
 from tracker.store.errors import DeleteUnsupported, StoreError, StorePermissionError, StoreUnavailable
@@ -47,8 +48,8 @@ class Deletion:
 
 class Deleter:
     def __init__(self, *, store: TrackedCheckpoints | None, folder: Path | None,
-                 manifest: Manifest | None):
-        self.store, self.folder, self.manifest = store, folder, manifest
+                 manifest: Manifest | None, models: CheckpointModels | None = None):
+        self.store, self.folder, self.manifest, self.models = store, folder, manifest, models
 
     def plan_only(self, item: Item, reason: str) -> Deletion:
         return Deletion(item, reason, "would delete", "would delete" if item.tracked else "absent",
@@ -69,6 +70,16 @@ class Deleter:
         if self.manifest is not None:
             self.manifest.set_state(item.epoch, "deleted")
         tracked = "absent"
+        if self.models is not None:  # the UI's row goes first: it never points at a deleted file
+            try:
+                self.models.delete(item.epoch)
+            except (StorePermissionError, StoreUnavailable):
+                self._restore(item, before)
+                raise
+            except StoreError as e:
+                self._restore(item, before)
+                return Deletion(item, reason, "failed", "failed", "kept: its model is still listed",
+                                error=one_line(e))
         if item.tracked and self.store is not None:
             try:
                 self.store.delete(item.name, confirm=confirm)

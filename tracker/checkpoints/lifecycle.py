@@ -16,6 +16,7 @@ from tracker import layout
 from tracker.checkpoints.deleter import Deleter, Deletion
 from tracker.checkpoints.inventory import Inventory, Item, build, scan_local
 from tracker.checkpoints.manifest import Manifest
+from tracker.checkpoints.models import CheckpointModels
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy.retention import CheckpointRecord, Decision, Policy, Protect, decide
 from tracker.store.errors import StorePermissionError, StoreUnavailable
@@ -74,11 +75,12 @@ class RunCheckpoints:
     (its manifest names the run, or, with ``legacy_local``, it is the run's default folder)."""
 
     def __init__(self, run_id: str, model: str, *, store: TrackedCheckpoints | None,
-                 folder: Path | None, manifest: Manifest | None, legacy_local: bool = False):
+                 folder: Path | None, manifest: Manifest | None, legacy_local: bool = False,
+                 models: CheckpointModels | None = None):
         self.run_id, self.model = run_id, model
-        self.store, self.folder, self.manifest = store, folder, manifest
+        self.store, self.folder, self.manifest, self.models = store, folder, manifest, models
         self.legacy_local = legacy_local
-        self.deleter = Deleter(store=store, folder=folder, manifest=manifest)
+        self.deleter = Deleter(store=store, folder=folder, manifest=manifest, models=models)
 
     def close(self) -> None:
         if self.manifest is not None:

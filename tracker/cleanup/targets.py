@@ -28,6 +28,7 @@ from tracker.checkpoints import folder as run_folder
 from tracker.checkpoints.deleter import Deletion
 from tracker.checkpoints.lifecycle import Applied, Plan, RunCheckpoints, retained_tags
 from tracker.checkpoints.manifest import ManifestError
+from tracker.checkpoints.models import CheckpointModels
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.cleanup.runs import IN_PROGRESS, RETRY, Selected
 from tracker.policy import stopping
@@ -131,7 +132,8 @@ def plan_run(client: MlflowClient, sel: Selected, *, retention: Retention, inclu
         value = tags.get(layout.TAG_BEST_VALUE)
         policies.append(Protect(frozenset({best}), f"best ({monitor}={value})" if value else "best"))
     ck = RunCheckpoints(run_id, base.model, store=store, folder=folder.folder, manifest=folder.manifest,
-                        legacy_local=folder.legacy)
+                        legacy_local=folder.legacy,
+                        models=CheckpointModels(client, run_id, run.info.experiment_id, retry=RETRY))
     try:
         plan = ck.plan(policies, listing=listing, values=values)
     except ManifestError as e:

@@ -84,6 +84,7 @@ class TrackedTraining:
         self.logged_tags: dict[str, str] = {}  # run tags as last sent, to send only changes
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # wall time spent in this class (logging, saving, retention)
+        self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
 
     @property
     def stop_state(self) -> stopping.StopState:
@@ -107,7 +108,12 @@ class TrackedTraining:
         values = {"loss": result.loss, "lr": result.lr, "epoch_seconds": result.seconds,
                   **result.metrics}
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, result.epoch) for k, v in values.items()]
+        models = self.ctx.checkpoints.models
+        model_id = None
+        if models is not None:  # the checkpoint's model: its metrics link to it (the UI's table)
+            name = names.checkpoint_name(self.tconfig.model_name, result.epoch)
+            model_id = self._store(models.begin, name, result.epoch)
+        metrics = [Metric(k, float(v), now, result.epoch, model_id=model_id) for k, v in values.items()]
         # Tags ride along only when they changed: each one costs a write in the store.
         tags = retained_tags(self.progress.retained)
         if self.stop_state.best_epoch is not None:
@@ -158,8 +164,12 @@ class TrackedTraining:
         self._check_in_the_way(path, state.epoch)
         value = self.progress.values.get(state.epoch)
 
+        recorded: dict[str, str] = {}
+
         def record(tmp: Path) -> None:  # before the rename: a kill never leaves an unrecorded file
-            manifest.record(Entry(state.epoch, name, tmp.stat().st_size, sha256_of(tmp), "written", value))
+            recorded["sha256"] = sha256_of(tmp)
+            manifest.record(Entry(state.epoch, name, tmp.stat().st_size, recorded["sha256"], "written",
+                                  value))
 
         try:
             size = save_atomic(ckpt, path, before_replace=record)
@@ -171,6 +181,7 @@ class TrackedTraining:
         listing = self._upload(path)
         faults.point("upload")
         manifest.set_state(state.epoch, "stored")
+        self._finish_model(state.epoch, size, recorded.get("sha256"))
         if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
             projected = size * (self.config.epochs - state.epoch + len(self.progress.retained) + 1)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
@@ -180,6 +191,17 @@ class TrackedTraining:
         self.progress.resumed_from = None
         self.apply_retention(listing=listing, saved=name)
         self.tracking_seconds += time.perf_counter() - t0
+
+    def _finish_model(self, epoch: int, size: int, sha256: str | None) -> None:
+        models = self.ctx.checkpoints.models
+        if models is None:
+            return
+        best = self.stop_state.best_epoch
+        self._store(models.finish, epoch, size=size, sha256=sha256, best=best == epoch)
+        if best == epoch and self.marked_best not in (None, epoch):
+            self._store(models.mark_best, epoch, self.marked_best)
+        if best == epoch:
+            self.marked_best = epoch
 
     def _check_in_the_way(self, path: Path, epoch: int) -> None:
         """A file already at the next checkpoint's name is replaced only when it is this run's own
@@ -262,13 +284,20 @@ class TrackedTraining:
         """A tracking call, retried with backoff while the store is unreachable."""
         return call_with_retry(fn, *args, run_id=self.run_id, **kwargs)
 
+    def _store(self, fn, *args, **kwargs):
+        """A call that retries on its own (the checkpoint models): the same resume hint after."""
+        return call_with_retry(fn, *args, run_id=self.run_id, policy=None, **kwargs)
 
-def call_with_retry(fn, *args, run_id: str, **kwargs):
-    """A tracking-store call through the one retry helper; an outage that outlasts it becomes
-    a clear error that says how to resume (local checkpoints are never deleted on this path)."""
+
+def call_with_retry(fn, *args, run_id: str, policy: retry.RetryPolicy | None = RETRY, **kwargs):
+    """A tracking-store call through the one retry helper (policy None: ``fn`` retries itself);
+    an outage that outlasts it becomes a clear error that says how to resume (local checkpoints
+    are never deleted on this path)."""
     try:
+        if policy is None:
+            return fn(*args, **kwargs)
         return retry.call_with_retry(getattr(fn, "__name__", "tracking call"),
-                                     lambda: fn(*args, **kwargs), RETRY)
+                                     lambda: fn(*args, **kwargs), policy)
     except StoreUnavailable as e:
         raise TrackingError(f"{e}. Local checkpoints are kept; resume with: "
                             f"python cli.py train --resume {run_id}") from None

@@ -22,6 +22,7 @@ from tracker.checkpoints import folder as run_folder
 from tracker.checkpoints.files import CheckpointError, remove_temporaries
 from tracker.checkpoints.inventory import Inventory
 from tracker.checkpoints.lifecycle import Plan, RunCheckpoints
+from tracker.checkpoints.models import CheckpointModels
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.policy import names, stopping
 from tracker.policy import resume as resume_policy
@@ -128,6 +129,9 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         progress = Progress(stop_state, {e: v for e, v in values.items() if e <= state.epoch},
                             inv.records(), resumed_from=state.epoch or None, stopped=stopped)
         progress.best_emb = _best_weights(ck, inv, stop_state, point, tconfig.monitor)
+        retained = {i.epoch: (i.name, i.size, i.sha256) for i in inv.items if i.stored and not i.interrupted}
+        for line in ck.models.sync(retained, stop_state.best_epoch):
+            say(f"Checkpoint models: {line}")
         client.update_run(run_id, status="RUNNING")
         n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
         rolled_from = ran if ran > state.epoch else None
@@ -191,7 +195,8 @@ def _open_checkpoints(client, run, run_id: str, tconfig: TrackerConfig, checkpoi
     manifest = found.manifest or bind_folder(local_dir, client, run_id, tconfig)
     legacy = found.legacy and found.manifest is None
     ck = RunCheckpoints(run_id, tconfig.model_name, store=TrackedCheckpoints(run_id, client=client),
-                        folder=local_dir, manifest=manifest, legacy_local=legacy)
+                        folder=local_dir, manifest=manifest, legacy_local=legacy,
+                        models=CheckpointModels(client, run_id, run.info.experiment_id))
     return ck, tconfig
 
 

@@ -14,6 +14,7 @@ from hype.train import TrainState, new_state
 from tracker import layout
 from tracker.checkpoints.lifecycle import RunCheckpoints
 from tracker.checkpoints.manifest import Binding, Manifest
+from tracker.checkpoints.models import CheckpointModels
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.store.errors import TrackingError
 from tracker.store.open import get_or_create_experiment
@@ -88,6 +89,7 @@ def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig,
     # A param is logged once: `mlflow run` already logged the -P values under the same names.
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in run.data.params])
     checkpoints = RunCheckpoints(run_id, tconfig.model_name, store=TrackedCheckpoints(run_id, client=client),
-                                 folder=local_dir, manifest=manifest)
+                                 folder=local_dir, manifest=manifest,
+                                 models=CheckpointModels(client, run_id, run.info.experiment_id, _known={}))
     ctx = RunContext(client, run_id, graph, config, tconfig, checkpoints)
     return TrackedTraining(ctx, Progress()), new_state(graph, config)

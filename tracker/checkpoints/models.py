@@ -1,0 +1,142 @@
+"""Each retained checkpoint as an MLflow LoggedModel: what the UI's Models tables list.
+
+MLflow 3's way to browse deep-learning checkpoints: one LoggedModel per checkpoint, with its
+``step``, the epoch's metrics linked through ``model_id``, the run's outputs listing it, and
+``delete_logged_model`` hiding it once retention deletes the checkpoint. The model holds no
+artifacts of its own: the weights are the run's ``hype_checkpoints/<name>`` file (its tag
+``hype.artifact`` says where), so nothing is stored twice and the one lifecycle (inventory ->
+policies -> deleter) still owns the file. A model costs four small requests per checkpoint
+(create, tags, finalize, outputs); its metrics ride in the epoch's own ``log_batch``.
+
+Lifecycle of a model: PENDING when the epoch's metrics are logged, READY once its checkpoint is
+confirmed stored, deleted with it. A kill in between leaves a PENDING model or one whose file is
+gone; ``sync`` (resume, cleanup) finalizes or deletes those by the run's inventory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlflow.entities import LoggedModelOutput
+from mlflow.tracking import MlflowClient
+
+from tracker import layout
+from tracker.store.errors import StoreError, StorePermissionError
+from tracker.store.retry import RetryPolicy, call_with_retry
+
+KIND_TAG, KIND = "hype.kind", "checkpoint"  # tells checkpoint models from the final model
+EPOCH_TAG = "hype.epoch"
+ARTIFACT_TAG = "hype.artifact"  # runs:/<run_id>/hype_checkpoints/<name>: where the weights are
+SIZE_TAG = "hype.size_bytes"
+SHA_TAG = "hype.sha256"
+BEST_TAG = "hype.best"  # "true" on the run's best checkpoint (early stopping's best), else "false"
+
+
+def artifact_uri(run_id: str, name: str) -> str:
+    return f"runs:/{run_id}/{layout.CHECKPOINT_FOLDER}/{name}"
+
+
+def model_name(checkpoint_name: str) -> str:
+    """The model's name in the UI: the checkpoint's, without ``.pth``."""
+    return checkpoint_name.removesuffix(".pth")
+
+
+@dataclass
+class CheckpointModels:
+    """The checkpoint models of one run. ``by_epoch`` is read from the store once and then kept
+    up to date by this object's own writes (the trainer is the only writer while it runs)."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _known: dict[int, tuple[str, str]] | None = field(default=None, repr=False)  # epoch -> (id, status)
+
+    def _call(self, what: str, fn):
+        return call_with_retry(f"{what} (run {self.run_id})", fn, self.retry)
+
+    def by_epoch(self) -> dict[int, tuple[str, str]]:
+        """{epoch: (model_id, status)} of the run's checkpoint models that are not deleted."""
+        if self._known is None:
+            found, token = {}, None
+            while True:
+                page = self._call("list checkpoint models", lambda t=token: self.client.search_logged_models(
+                    [self.experiment_id], page_token=t, filter_string=(
+                        f"source_run_id = '{self.run_id}' AND tags.`{KIND_TAG}` = '{KIND}'")))
+                for m in page:
+                    try:
+                        found[int(m.tags.get(EPOCH_TAG, ""))] = (m.model_id, str(m.status))
+                    except ValueError:
+                        continue  # an edited tag: not ours to judge, never deleted by epoch
+                token = page.token
+                if not token:
+                    break
+            self._known = found
+        return self._known
+
+    def begin(self, name: str, epoch: int) -> str:
+        """A PENDING model for the checkpoint about to be saved; returns its id for the metrics."""
+        stale = self.by_epoch().get(epoch)
+        if stale is not None:  # a resumed run trains this epoch again: the old model goes
+            self.delete(epoch)
+        m = self._call(f"create the model of {name}", lambda: self.client.create_logged_model(
+            self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
+            tags={KIND_TAG: KIND, EPOCH_TAG: str(epoch), ARTIFACT_TAG: artifact_uri(self.run_id, name)}))
+        self.by_epoch()[epoch] = (m.model_id, "PENDING")
+        return m.model_id
+
+    def finish(self, epoch: int, *, size: int, sha256: str | None, best: bool) -> None:
+        """Its checkpoint is confirmed stored: size, hash and best mark, READY, listed as an output."""
+        entry = self.by_epoch().get(epoch)
+        if entry is None:
+            return
+        model_id = entry[0]
+        tags = {SIZE_TAG: str(size), BEST_TAG: str(best).lower(), **({SHA_TAG: sha256} if sha256 else {})}
+        self._call("tag a checkpoint model", lambda: self.client.set_logged_model_tags(model_id, tags))
+        self._call("finalize a checkpoint model",
+                   lambda: self.client.finalize_logged_model(model_id, "READY"))
+        self._call("list a checkpoint model in the run's outputs", lambda: self.client.log_outputs(
+            self.run_id, [LoggedModelOutput(model_id, epoch)]))
+        self.by_epoch()[epoch] = (model_id, "READY")
+
+    def mark_best(self, epoch: int | None, previous: int | None) -> None:
+        """Move the best mark (the new best's own model is marked by ``finish``)."""
+        known = self.by_epoch()
+        if previous is not None and previous != epoch and previous in known:
+            self._call("unmark the previous best", lambda: self.client.set_logged_model_tags(
+                known[previous][0], {BEST_TAG: "false"}))
+
+    def delete(self, epoch: int) -> bool:
+        """Delete the model of ``epoch`` (hidden from the UI from then on); False if there is none."""
+        entry = self.by_epoch().pop(epoch, None)
+        if entry is None:
+            return False
+        try:
+            self._call("delete a checkpoint model", lambda: self.client.delete_logged_model(entry[0]))
+        except StorePermissionError as e:
+            self.by_epoch()[epoch] = entry
+            # Basic auth lets EDIT create models but gates deleting them on MANAGE, as for artifacts.
+            raise StorePermissionError(f"{e}; deleting checkpoint models (and artifacts) through an MLflow "
+                                       "server with authentication needs MANAGE permission on the "
+                                       "experiment", status=e.status) from None
+        except StoreError:
+            self.by_epoch()[epoch] = entry
+            raise
+        return True
+
+    def sync(self, retained: dict[int, tuple[str, int, str | None]], best: int | None) -> list[str]:
+        """Make the models match the retained checkpoints {epoch: (name, size, sha256)}: delete
+        models without one, finalize PENDING ones, create the missing ones. Returns what it did."""
+        done = []
+        for epoch in sorted(set(self.by_epoch()) - set(retained)):
+            self.delete(epoch)
+            done.append(f"deleted the model of epoch {epoch} (its checkpoint is gone)")
+        for epoch, (name, size, sha) in sorted(retained.items()):
+            status = self.by_epoch().get(epoch, (None, None))[1]
+            if status == "READY":
+                continue
+            if status is None:
+                self.begin(name, epoch)
+            self.finish(epoch, size=size, sha256=sha, best=epoch == best)
+            done.append(f"{'finalized' if status else 'created'} the model of {name}")
+        return done
