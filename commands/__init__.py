@@ -12,6 +12,7 @@ _COMMANDS = {
     "export": "export",
     "evaluate": "evaluate",
     "ui": "ui",
+    "checkpoints": "checkpoints",
 }
 
 
