@@ -1,0 +1,119 @@
+"""Each retained checkpoint is a LoggedModel (step, metrics by model_id, best marked, listed in the
+run's outputs); retention, cleanup and resume keep the models equal to the retained checkpoints;
+`cli.py checkpoints` shows them. Real SQLite stores and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from cli import cli
+from tests.datasets import write_tree_closure
+from tracker import layout
+from tracker.checkpoints import models as ckmodels
+
+ARGS = ["--dim", "2", "--burnin", "1", "--eval-every", "2", "--negs", "4", "--lr", "1.0", "--quiet",
+        "--no-pyfunc", "--patience", "100"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _train(uri, tmp_path, *extra):
+    data = write_tree_closure(tmp_path / "tree_closure.csv", depth=2)
+    before = set((tmp_path / "ck").iterdir()) if (tmp_path / "ck").exists() else set()
+    r = invoke("train", "--dataset", data, "--tracking-uri", uri, "--checkpoint-dir", tmp_path / "ck",
+               *ARGS, *extra)
+    assert r.exit_code == 0, r.output
+    (run_dir,) = set((tmp_path / "ck").iterdir()) - before
+    return run_dir.name
+
+
+def _models(client, run_id) -> dict[int, object]:
+    exp = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([exp], filter_string=(
+        f"source_run_id = '{run_id}' AND tags.`{ckmodels.KIND_TAG}` = '{ckmodels.KIND}'"))
+    return {int(m.tags[ckmodels.EPOCH_TAG]): m for m in found}
+
+
+def _retained(client, run_id) -> list[int]:
+    return sorted(int(e) for e in client.get_run(run_id).data.tags[layout.TAG_RETAINED_EPOCHS].split(","))
+
+
+def test_one_model_per_retained_checkpoint_with_its_metrics(sqlite_tracking, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "8", "--keep-checkpoints", "3", "--keep-every", "4")
+    client = MlflowClient(uri)
+    models = _models(client, run_id)
+    assert sorted(models) == _retained(client, run_id) == [4, 6, 7, 8]
+    best = int(client.get_run(run_id).data.tags[layout.TAG_BEST_EPOCH])
+    for epoch, m in models.items():
+        assert str(m.status) == "READY" and m.name == f"tree_epoch{epoch:04d}"
+        assert m.tags[ckmodels.ARTIFACT_TAG] == f"runs:/{run_id}/hype_checkpoints/tree_epoch{epoch:04d}.pth"
+        assert m.tags[ckmodels.BEST_TAG] == ("true" if epoch == best else "false")
+        assert int(m.tags[ckmodels.SIZE_TAG]) > 1000
+        metrics = {x.key: (x.step, x.value) for x in m.metrics}
+        assert metrics["loss"][0] == epoch
+        assert ("map" in metrics) == (epoch % 2 == 0)  # evaluated every 2 epochs
+    outputs = {o.model_id: o.step for o in client.get_run(run_id).outputs.model_outputs}
+    assert {m.model_id: e for e, m in models.items()}.items() <= outputs.items()
+    # best first, as the UI's Models table sorts by a metric column
+    exp = client.get_run(run_id).info.experiment_id
+    ranked = client.search_logged_models([exp], filter_string=f"source_run_id = '{run_id}'",
+                                         order_by=[{"field_name": "metrics.map", "ascending": False}])
+    assert ranked[0].model_id == models[best].model_id
+
+
+def test_cleanup_deletes_the_models_of_what_it_deletes_and_checkpoints_lists_the_rest(sqlite_tracking, tmp_path):
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "6", "--keep-checkpoints", "4", "--no-keep-best")
+    client = MlflowClient(uri)
+    gone = _models(client, run_id)[3].model_id
+    r = invoke("cleanup", "--run-id", run_id, "--keep", "2", "--keep-best", "0", "--tracking-uri", uri)
+    assert r.exit_code == 0, r.output
+    assert sorted(_models(client, run_id)) == _retained(client, run_id) == [5, 6]
+
+    r = invoke("checkpoints", run_id, "--tracking-uri", uri, "--json")
+    assert r.exit_code == 0, r.output
+    (run,) = json.loads(r.output)
+    rows = {c["epoch"]: c for c in run["checkpoints"]}
+    assert sorted(rows) == [5, 6]
+    assert rows[6]["kept_by"] == ["newest 4"]  # the run's own rules (it was trained with --keep 4)
+    assert rows[5]["where"] == "local + tracked" and rows[5]["copies"] == "agree"
+    assert rows[5]["uri"] == f"models:/{_models(client, run_id)[5].model_id}"
+    assert rows[6]["loss"] is not None and rows[6]["map"] is not None
+    text = invoke("checkpoints", "--experiment", "hype", "--tracking-uri", uri)
+    assert text.exit_code == 0 and f"run {run_id}" in text.output and "newest 4" in text.output
+    assert gone not in text.output and rows[5]["uri"] in text.output
+
+
+def test_resume_makes_the_models_match_the_checkpoints(sqlite_tracking, tmp_path):
+    """A kill between a checkpoint's deletion and its model's, or before a model was created,
+    leaves them apart: resume deletes the stray model and creates the missing one."""
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "3", "--keep-checkpoints", "2", "--no-keep-best")
+    client = MlflowClient(uri)
+    exp = client.get_run(run_id).info.experiment_id
+    stray = client.create_logged_model(exp, name="tree_epoch0001", source_run_id=run_id,
+                                       tags={ckmodels.KIND_TAG: ckmodels.KIND, ckmodels.EPOCH_TAG: "1"})
+    client.delete_logged_model(_models(client, run_id)[3].model_id)
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "4")
+    assert r.exit_code == 0, r.output
+    assert "Checkpoint models: deleted the model of epoch 1 (its checkpoint is gone)" in r.output
+    assert "Checkpoint models: created the model of tree_epoch0003.pth" in r.output
+    assert sorted(_models(client, run_id)) == _retained(client, run_id) == [3, 4]
+    assert stray.model_id not in {m.model_id for m in _models(client, run_id).values()}
+
+
+def test_models_through_a_tracking_server(mlflow_server_proxied, tmp_path):
+    uri = mlflow_server_proxied.url
+    run_id = _train(uri, tmp_path, "--epochs", "4", "--keep-checkpoints", "2", "--no-keep-best",
+                    "--experiment", "ckpt-models")
+    client = MlflowClient(uri)
+    assert sorted(_models(client, run_id)) == _retained(client, run_id) == [3, 4]
+    r = invoke("cleanup", "--run-id", run_id, "--keep", "1", "--keep-best", "0", "--tracking-uri", uri)
+    assert r.exit_code == 0, r.output
+    assert sorted(_models(client, run_id)) == [4]
