@@ -13,6 +13,7 @@ _COMMANDS = {
     "evaluate": "evaluate",
     "ui": "ui",
     "checkpoints": "checkpoints",
+    "serve": "serve",
 }
 
 

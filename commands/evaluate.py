@@ -26,22 +26,24 @@ def _aligned(ckpt: dict, graph):
 
 
 @click.command(short_help="Mean rank and MAP of a checkpoint or a run's final model.")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.argument("checkpoint", required=False)
 @click.option("--run-id", default=None, help="Evaluate this run's final model (hype_model/<model>.pth).")
+@click.option("--epoch", type=int, default=None, help="With --run-id: this retained epoch's checkpoint.")
 @click.option("--tracking-uri", default=None,
               help="With --run-id [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
 @click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Edge list CSV (id1,id2,weight) [default: the run's dataset with --run-id, "
                    "else data/mammal_closure.csv].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(checkpoint, run_id, tracking_uri, dataset, as_json):
+def evaluate(checkpoint, run_id, epoch, tracking_uri, dataset, as_json):
     """Reconstruction mean rank and MAP (exact, over every node with neighbours) of a
-    CHECKPOINT file or, with --run-id, of a tracked run's final model."""
+    CHECKPOINT (a file, or a models:/ or runs:/ URI) or, with --run-id, of a tracked run's final
+    model (or --epoch E's checkpoint)."""
     from commands.train import DEFAULT_DATASET
     from hype.data import DataError, load_edge_csv
     from hype.evaluate import reconstruction
 
-    ckpt, source, run = load_embedding(checkpoint, run_id, tracking_uri)
+    ckpt, source, run = load_embedding(checkpoint, run_id, tracking_uri, epoch)
     if dataset is None:
         recorded = run.data.params.get("dataset_path") if run is not None else None
         dataset = Path(recorded) if recorded and Path(recorded).is_file() else DEFAULT_DATASET

@@ -9,66 +9,66 @@ from pathlib import Path
 
 import click
 
-_CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
 
+def load_embedding(checkpoint: str | None, run_id: str | None, tracking_uri: str | None,
+                   epoch: int | None = None):
+    """(checkpoint dict, where it came from, the MLflow run or None) for CHECKPOINT (a file, or a
+    models:/ or runs:/ URI) or --run-id [--epoch].
 
-def load_embedding(checkpoint: Path | None, run_id: str | None, tracking_uri: str | None):
-    """(checkpoint dict, where it came from, the MLflow run or None) for CHECKPOINT or --run-id.
-
-    A run's final model (hype_model/<model>.pth) is downloaded to a temporary folder and loaded
-    there; every load uses weights_only=True, so a file holding pickled code is refused.
+    A stored file is downloaded to a temporary folder and loaded there; every load uses
+    weights_only=True, so a file holding pickled code is refused.
     Raises click.ClickException with a one-line message.
     """
     from tracker.checkpoints.files import CheckpointError, load
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
     if (checkpoint is None) == (run_id is None):
         raise click.UsageError("give either CHECKPOINT or --run-id (not both)")
-    if tracking_uri is not None and run_id is None:
-        raise click.UsageError("--tracking-uri needs --run-id")
+    if epoch is not None and run_id is None:
+        raise click.UsageError("--epoch needs --run-id")
+    uri = checkpoint if checkpoint and checkpoint.startswith(URI_SCHEMES) else None
+    if tracking_uri is not None and run_id is None and uri is None:
+        raise click.UsageError("--tracking-uri needs --run-id or a checkpoint URI")
     try:
-        if checkpoint is not None:
-            return load(checkpoint), str(checkpoint), None
-        run, client, name = _final_model_of(run_id, tracking_uri)
+        if checkpoint is not None and uri is None:
+            path = Path(checkpoint)
+            if not path.exists():
+                raise click.BadParameter(f"Path {checkpoint!r} does not exist.", param_hint="'CHECKPOINT'")
+            if path.is_dir():
+                raise click.BadParameter(f"Path {checkpoint!r} is a directory.", param_hint="'CHECKPOINT'")
+            return load(path), str(path), None
         with tempfile.TemporaryDirectory(prefix="hype-export-") as tmp:
-            local = client.download_artifacts(run_id, name, tmp)
-            return load(Path(local)), f"run {run_id}: {name}", run
+            local, source, run = fetch_checkpoint(uri, run_id, epoch, tracking_uri, Path(tmp))
+            return load(local), source, run
     except CheckpointError as e:
         raise click.ClickException(str(e)) from None
 
 
-def _final_model_of(run_id: str, tracking_uri: str | None):
+URI_SCHEMES = ("models:/", "runs:/")
+
+
+def fetch_checkpoint(uri: str | None, run_id: str | None, epoch: int | None, tracking_uri: str | None,
+                     dst: Path):
+    """(local path, where it came from, the run) of a stored checkpoint or final model, downloaded
+    into ``dst``: by URI, or a run's epoch (or, without one, its final model)."""
     from mlflow.exceptions import MlflowException
 
-    from tracker import layout
-    from tracker.policy.names import final_model_of
+    from tracker.checkpoints.source import SourceError, resolve
     from tracker.store.errors import TrackingError, TrackingUnavailable
     from tracker.store.open import READ_PROBE, resolve_and_open
     from tracker.store.redact import redact
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one file
     try:
         # train's checks; reading a run never creates a store
-        uri, client = resolve_and_open(tracking_uri, create=False, probe=READ_PROBE)
-        run = client.get_run(run_id)
-        listed = [a.path for a in client.list_artifacts(run_id, layout.FINAL_FOLDER) if not a.is_dir]
-    except (TrackingError, TrackingUnavailable) as e:
+        _, client = resolve_and_open(tracking_uri, create=False, probe=READ_PROBE)
+        stored = resolve(client, uri=uri, run_id=run_id, epoch=epoch)
+        local = client.download_artifacts(stored.run_id, stored.path, str(dst))
+        return Path(local), stored.what, client.get_run(stored.run_id)
+    except (TrackingError, TrackingUnavailable, SourceError) as e:
         raise click.ClickException(str(e)) from None
     except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise click.ClickException(f"no run with id {run_id!r} in {redact(uri)}") from None
         first = (e.message or e.error_code).strip().splitlines()[0]
-        raise click.ClickException(f"run {run_id}: {redact(first)}") from None
-    finals = [p for p in listed if final_model_of(p.rsplit("/", 1)[-1])]
-    wanted = run.data.tags.get(layout.TAG_MODEL_NAME)
-    mine = [p for p in finals if final_model_of(p.rsplit("/", 1)[-1]) == wanted]
-    if len(mine) == 1 or len(finals) == 1:
-        return run, client, (mine or finals)[0]
-    if not finals:
-        raise click.ClickException(
-            f"run {run_id} has no final model in {layout.FINAL_FOLDER}/ (status {run.info.status}); "
-            f"give one of its checkpoints ({layout.CHECKPOINT_FOLDER}/) as CHECKPOINT instead")
-    raise click.ClickException(f"run {run_id} has several final models ({', '.join(finals)}); "
-                               "download one and export it as CHECKPOINT")
+        raise click.ClickException(redact(first)) from None
 
 
 def _rows(ckpt: dict, ball: bool):
@@ -91,22 +91,23 @@ def _rows(ckpt: dict, ball: bool):
 
 
 @click.command(short_help="Write a checkpoint or a run's final model as TSV.")
-@click.argument("checkpoint", type=_CHECKPOINT, required=False)
+@click.argument("checkpoint", required=False)
 @click.option("--run-id", default=None, help="Export this run's final model (hype_model/<model>.pth).")
+@click.option("--epoch", type=int, default=None, help="With --run-id: this retained epoch's checkpoint.")
 @click.option("--tracking-uri", default=None,
               help="With --run-id [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="TSV to write ('-' for stdout): one line per node, name TAB coordinates.")
 @click.option("--ball", is_flag=True,
               help="Lorentz embeddings: write Poincaré-ball coordinates instead of hyperboloid points.")
-def export(checkpoint, run_id, tracking_uri, output, ball):
-    """Write an embedding as TSV: a CHECKPOINT file (an epoch checkpoint or a final model) or,
-    with --run-id, a tracked run's final model.
+def export(checkpoint, run_id, epoch, tracking_uri, output, ball):
+    """Write an embedding as TSV: a CHECKPOINT (a file, or a models:/ or runs:/ URI from `cli.py
+    checkpoints`) or, with --run-id, a tracked run's final model (or --epoch E's checkpoint).
 
     Each line is a node name, a tab, and its coordinates separated by tabs, in the checkpoint's
     node order. Lorentz points are written as stored (dim + 1 coordinates) unless --ball.
     """
-    ckpt, source, _ = load_embedding(checkpoint, run_id, tracking_uri)
+    ckpt, source, _ = load_embedding(checkpoint, run_id, tracking_uri, epoch)
     rows = _rows(ckpt, ball)
     if str(output) == "-":
         sys.stdout.writelines(rows)

@@ -117,3 +117,36 @@ def test_models_through_a_tracking_server(mlflow_server_proxied, tmp_path):
     r = invoke("cleanup", "--run-id", run_id, "--keep", "1", "--keep-best", "0", "--tracking-uri", uri)
     assert r.exit_code == 0, r.output
     assert sorted(_models(client, run_id)) == [4]
+
+
+def test_any_retained_checkpoint_by_uri_or_epoch(sqlite_tracking, tmp_path):
+    """evaluate and export take models:/<id>, runs:/..., or --run-id R --epoch E; a deleted one
+    is one line that lists the retained epochs. No file is downloaded by hand."""
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "4", "--keep-checkpoints", "2", "--no-keep-best")
+    client = MlflowClient(uri)
+    model_id = _models(client, run_id)[3].model_id
+    local = tmp_path / "ck" / run_id / "tree_epoch0003.pth"
+    data = tmp_path / "tree_closure.csv"
+    expected = json.loads(invoke("evaluate", local, "--dataset", data, "--json").output)
+    for source in (["--run-id", run_id, "--epoch", "3"], [f"models:/{model_id}"],
+                   [f"runs:/{run_id}/hype_checkpoints/tree_epoch0003.pth"]):
+        r = invoke("evaluate", *source, "--tracking-uri", uri, "--dataset", data, "--json")
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.output)
+        assert (got["epoch"], got["map"], got["mean_rank"]) == (3, expected["map"], expected["mean_rank"])
+    r = invoke("export", f"models:/{model_id}", "--tracking-uri", uri, "-o", tmp_path / "a.tsv")
+    assert r.exit_code == 0, r.output
+    assert invoke("export", local, "-o", tmp_path / "b.tsv").exit_code == 0
+    assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
+
+    r = invoke("evaluate", "--run-id", run_id, "--epoch", "1", "--tracking-uri", uri)
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == (
+        f"Error: run {run_id} holds no hype_checkpoints/tree_epoch0001.pth (deleted by retention, or never "
+        "saved); retained epochs: 3, 4")
+    gone = _models(client, run_id)[4].model_id
+    client.delete_logged_model(gone)
+    r = invoke("export", f"models:/{gone}", "--tracking-uri", uri, "-o", tmp_path / "c.tsv")
+    assert r.exit_code == 1 and f"no model '{gone}' in this tracking store" in r.output
+    assert not (tmp_path / "c.tsv").exists()

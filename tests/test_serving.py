@@ -267,3 +267,24 @@ def test_ui_command_serves_the_store_and_stops_with_its_group(served_run):
         done = subprocess.run(cmd, env=_env(uri), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr == f"Error: port {port} on {HOST} is in use; choose another with --port\n"
+
+
+def test_serve_command_serves_a_retained_checkpoint_by_epoch(served_run):
+    """`cli.py serve --run-id R --epoch E`: that epoch's weights behind `mlflow models serve`,
+    with nothing downloaded by hand; the served distances are the checkpoint's."""
+    uri, out, root = served_run
+    run_dir = out.final_path.parent
+    epoch = max(int(p.stem.rsplit("epoch", 1)[1]) for p in run_dir.glob("tree_epoch*.pth"))
+    ckpt = load(run_dir / f"tree_epoch{epoch:04d}.pth")
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "cli.py"), "serve", "--run-id", out.run_id, "--epoch", str(epoch),
+           "--tracking-uri", uri, "--port", str(port)]
+    with started(cmd, _env(uri), root / "serve-epoch.log", f"http://{HOST}:{port}/ping"):
+        resp = invoke(f"http://{HOST}:{port}", ["u", "v"], [["n.0", "n.1"]])
+        assert resp.status_code == 200, resp.text
+        index = {n: i for i, n in enumerate(node_names.decode(ckpt["names"]))}
+        emb = ckpt["embeddings"].to(torch.float64)
+        expected = manifolds.get("poincare").distance(emb[[index["n.0"]]], emb[[index["n.1"]]]).item()
+        assert resp.json()["predictions"][0]["distance"] == pytest.approx(expected, rel=1e-12)
+        assert f"Serving run {out.run_id}: hype_checkpoints/tree_epoch{epoch:04d}.pth" in \
+            (root / "serve-epoch.log").read_text()

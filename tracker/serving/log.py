@@ -17,19 +17,26 @@ def pip_requirements() -> list[str]:
     return [ln.strip() for ln in lines if ln.split("==")[0].strip() in wanted]
 
 
+def _model_args(embedding: Path) -> dict:
+    """What every hype pyfunc model is made of: the model code, one embedding, hype's package."""
+    return {"python_model": str(MODEL_CODE), "artifacts": {"embedding": str(embedding)},
+            "code_paths": [str(PROJECT_ROOT / "hype")], "pip_requirements": pip_requirements()}
+
+
 def log_pyfunc(client, run_id: str, final_path: Path) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        mlflow.pyfunc.log_model(
-            name=layout.PYFUNC_FOLDER,
-            python_model=str(MODEL_CODE),
-            artifacts={"embedding": str(final_path)},
-            code_paths=[str(PROJECT_ROOT / "hype")],
-            pip_requirements=pip_requirements(),
-        )
+        mlflow.pyfunc.log_model(name=layout.PYFUNC_FOLDER, **_model_args(final_path))
     # start_run/end_run marked the run FINISHED; the caller closes it properly right after.
+
+
+def save_pyfunc(path: Path, checkpoint: Path) -> None:
+    """The same model, saved to a local folder (any checkpoint, for ``cli.py serve``)."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(str(path), **_model_args(checkpoint))
 
 
 def remove_pyfunc(client, run_id: str) -> int:
