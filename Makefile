@@ -23,13 +23,16 @@ train: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# tests/test_ui_browser.py needs Debian's chromium (apt-get install chromium; .ci/run installs it)
+# and nothing from npm or pip: it drives chromium's DevTools protocol through a pipe.
 test: $(STAMP) lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=15
 
 ui: $(STAMP)
 	$(BIN)/python cli.py ui
 
-# Not part of CI: installs Debian's chromium and screenshots the MLflow UI's artifact view.
+# Not part of CI: installs Debian's chromium and screenshots the MLflow UI's artifact view with
+# playwright-core from npm (make test's tests/test_ui_browser.py checks the UI without npm).
 ui-check: $(STAMP)
 	bash scripts/ui_check.sh
 

@@ -4,8 +4,12 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI picks its view from this tag
-EXPERIMENT_KIND = "custom_model_development"  # the model-training view, not the GenAI one
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # what kind of experiment, in MLflow 3's words
+EXPERIMENT_KIND = "custom_model_development"  # model training, not "genai_development"
+# MLflow 3.17's UI ignores that tag when it picks a view: it follows ?workflowType= in the URL,
+# else the sidebar switch a browser saved (localStorage "mlflow.workflowType_v1"), else GenAI.
+# So every UI link hype prints carries this.
+UI_WORKFLOW = "workflowType=machine_learning"
 
 # Our checkpoint artifact folder. Not "checkpoints/": mlflow.pytorch.autolog writes there.
 CHECKPOINT_FOLDER = "hype_checkpoints"
@@ -26,3 +30,9 @@ TAG_INIT_FROM = "hype.init_from"  # warm start: RUN_ID:EPOCH or a checkpoint fil
 TAG_INIT_FROM_RUN = "hype.init_from_run"  # the run it came from, when it came from one
 TAG_NOTE = "mlflow.note.content"  # the run's description: markdown the UI shows on the run page
 TAG_RETENTION_ERROR = "hype.retention_error"  # why retention stopped deleting in this run
+
+
+def ui_link(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The model-training view of an experiment's runs (or of one run) in the MLflow UI at base."""
+    run = f"/{run_id}" if run_id else ""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs{run}?{UI_WORKFLOW}"
