@@ -200,6 +200,12 @@ def _unreachable(monkeypatch):
     return f"http://127.0.0.1:{free_port()}"
 
 
+def _unreachable_at(monkeypatch, template: str) -> str:
+    """_unreachable's patches, for another form of URI: {port} in template is a free port."""
+    _unreachable(monkeypatch)
+    return template.format(port=free_port())
+
+
 CASES = {
     # data
     "csv-malformed": (lambda w, mp: _train_args(w, "--dataset", w.root / "malformed.csv"),
@@ -287,13 +293,39 @@ CASES = {
                               "no answer within 0.3 s"),
     "uri-unreachable-cleanup": (
         lambda w, mp: ["cleanup", "--all-experiments", "--tracking-uri", _unreachable(mp)],
-        "cannot reach the tracking store"),
+        "cannot reach tracking server http://127.0.0.1:"),
     "uri-bad-port": (lambda w, mp: [*TRAIN, "--dataset", w.tree, "--tracking-uri", "http://127.0.0.1:99999"],
                      "malformed tracking URI 'http://127.0.0.1:99999': bad port"),
     "uri-unknown-scheme": (lambda w, mp: [*TRAIN, "--dataset", w.tree, "--tracking-uri", "ftp://host/x"],
                            "unsupported tracking URI 'ftp://host/x'"),
     "uri-sqlite-two-slashes": (lambda w, mp: ["cleanup", "--run-id", "x", "--tracking-uri", "sqlite://m.db"],
                                "expected sqlite:///PATH"),
+    "uri-file-cleanup": (
+        lambda w, mp: ["cleanup", "--run-id", w.runs["keep_all"], "--tracking-uri",
+                       (w.root / "runs").as_uri()],
+        "names MLflow's file store (a plain path or file:), which MLflow 3 deprecated and hype does not "
+        "support: use a SQLite database, e.g. sqlite:///"),
+    "uri-directory-export": (  # the runs' own checkpoint folder: MLflow would write a store into it
+        lambda w, mp: ["export", "--run-id", w.runs["keep_all"], "-o", w.root / "o.tsv",
+                       "--tracking-uri", w.ckpt],
+        "names MLflow's file store (a plain path or file:)"),
+    "uri-mysql-evaluate": (
+        lambda w, mp: ["evaluate", "--run-id", w.runs["keep_all"], "--tracking-uri", "mysql://hype:pw@127.0.0.1/m"],
+        "No module named 'MySQLdb' (hype installs no MySQL driver: pip install pymysql"),
+    "uri-postgres-unreachable-cleanup": (
+        lambda w, mp: ["cleanup", "--all-experiments", "--tracking-uri",
+                       _unreachable_at(mp, "postgresql+psycopg2://hype:pw@127.0.0.1:{port}/mlflow")],
+        "cannot connect to postgresql+psycopg2://***@127.0.0.1:"),
+    "uri-sqlite-directory-train": (
+        lambda w, mp: [*TRAIN, "--dataset", w.tree, "--tracking-uri", f"sqlite:///{w.ckpt}"],
+        "ckpt is a directory; give a database file path, e.g. sqlite:///"),
+    "uri-password-with-slash": (
+        lambda w, mp: ["cleanup", "--all-experiments", "--tracking-uri", "http://hype:pa55/w0rd-s3cret@127.0.0.1:5000"],
+        "malformed tracking URI 'http://***@127.0.0.1:5000': its user name or password holds '/'"),
+    "uri-password-with-at": (
+        lambda w, mp: ["cleanup", "--all-experiments", "--tracking-uri",
+                       _unreachable_at(mp, "http://hype:pa55@w0rd-s3cret@127.0.0.1:{port}")],
+        "cannot reach tracking server http://***@127.0.0.1:"),
     # checkpoints given to export / evaluate
     "export-truncated": (lambda w, mp: ["export", w.root / "truncated.pth", "-o", w.root / "o.tsv"],
                          "not a readable checkpoint"),
@@ -329,6 +361,14 @@ def test_bad_input_is_one_clear_line_and_deletes_nothing(world, case, monkeypatc
     assert _fingerprint(world.ckpt, world.artifacts) == before
     assert not world.marker.exists()  # no pickle payload ever ran
     assert not (world.root / "o.tsv").exists()
+
+
+@pytest.mark.parametrize("case", ["uri-password-with-slash", "uri-password-with-at"])
+def test_no_part_of_a_password_is_shown(world, case, monkeypatch):
+    make_args, message = CASES[case]
+    result = _invoke(make_args(world, monkeypatch))
+    _assert_clear_failure(result, message)
+    assert "pa55" not in result.output and "w0rd-s3cret" not in result.output, result.output
 
 
 def test_unreadable_directory(world, tmp_path, monkeypatch):

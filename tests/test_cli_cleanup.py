@@ -257,8 +257,10 @@ def test_unknown_run_experiment_and_store_are_one_line_errors(store, tmp_path, m
     dead = f"http://127.0.0.1:{free_port()}"
     result = run("--all-experiments", "--tracking-uri", dead)
     assert result.exit_code == 1
-    assert result.output == (f"Error: cannot reach the tracking store {dead}: no answer within 0.3 s "
-                             "(is the server running?)\n")
+    # train's message (one check for every command); the number of attempts depends on timing
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"Error: cannot reach tracking server {dead}: no answer within 0.3 s (")
+    assert line.endswith(" attempts); is it running, and is the address right?")
 
 
 def test_run_id_in_a_subprocess(store, tmp_path):
