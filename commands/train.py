@@ -126,6 +126,9 @@ def _model_name(dataset: Path) -> str:
 @click.option("--disk-margin", callback=_size, default="256MB", show_default=True,
               help="Free space that must remain after the retained checkpoints (e.g. 1GB).")
 @click.option("--force", is_flag=True, help="Start even if the retained checkpoints would not fit.")
+@click.option("--upload-queue", type=int, default=2, show_default=True, metavar="N",
+              help="Checkpoints stored off the training thread, at most N waiting; 0 stores each "
+                   "one before the next epoch.")
 @click.option("--resume", "resume", default=None, metavar="RUN_ID",
               help="Continue this MLflow run from its newest retained checkpoint.")
 @click.option("--from-epoch", type=int, default=None, metavar="E",
@@ -139,8 +142,8 @@ def _model_name(dataset: Path) -> str:
 @click.pass_context
 def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, keep_best, no_keep_best,
           keep_every, monitor, mode,
-          patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, resume, from_epoch,
-          init_from, no_pyfunc, quiet, epochs, **hp):
+          patience, min_delta, checkpoint_dir, plot_every, disk_margin, force, upload_queue, resume,
+          from_epoch, init_from, no_pyfunc, quiet, epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
     from hype import distributed
     from hype.data import DataError, load_edge_csv
@@ -176,7 +179,7 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
             outcome = run_training(uri=uri, graph=graph, config=None, tconfig=None, resume=resume,
                                    epochs=epochs, checkpoint_root=checkpoint_dir, progress=not quiet,
                                    force=force, disk_margin=disk_margin, given=given,
-                                   from_epoch=from_epoch)
+                                   from_epoch=from_epoch, upload_queue=upload_queue)
         else:
             dataset = dataset or DEFAULT_DATASET
             config = TrainConfig(epochs=_DEFAULTS["epochs"] if epochs is None else epochs, **hp)
@@ -194,7 +197,8 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
                 keep_best=0 if no_keep_best else keep_best, keep_every=keep_every,
                 monitor=monitor, mode=mode, patience=patience, min_delta=min_delta,
                 checkpoint_root=checkpoint_dir or TrackerConfig.checkpoint_root,
-                plot_every=plot_every, log_pyfunc=not no_pyfunc, disk_margin=disk_margin, force=force)
+                plot_every=plot_every, log_pyfunc=not no_pyfunc, disk_margin=disk_margin, force=force,
+                upload_queue=upload_queue)
             tconfig.stop_config(config.burnin)  # validates monitor/mode/patience up front
             graph = load_edge_csv(dataset)
             outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,

@@ -67,7 +67,8 @@ def test_one_model_per_retained_checkpoint_with_its_metrics(sqlite_tracking, tmp
     assert ranked[0].model_id == models[best].model_id
 
 
-def test_cleanup_deletes_the_models_of_what_it_deletes_and_checkpoints_lists_the_rest(sqlite_tracking, tmp_path):
+def test_cleanup_deletes_the_models_of_what_it_deletes_and_checkpoints_lists_the_rest(sqlite_tracking,
+                                                                                     tmp_path):
     uri = sqlite_tracking.tracking_uri
     run_id = _train(uri, tmp_path, "--epochs", "6", "--keep-checkpoints", "4", "--no-keep-best")
     client = MlflowClient(uri)

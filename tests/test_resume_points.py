@@ -106,7 +106,7 @@ def test_init_from_warm_starts_a_new_run_and_links_its_source(sqlite_tracking, t
     assert run.data.tags[layout.TAG_INIT_FROM] == f"{src}:3"
     assert run.data.tags[layout.TAG_INIT_FROM_RUN] == src
     exp = client.get_run(src).info.experiment_id
-    assert f"(#/experiments/{exp}/runs/{src})" in run.data.tags[layout.TAG_NOTE]
+    assert f"(#/experiments/{exp}/runs/{src}?{layout.UI_WORKFLOW})" in run.data.tags[layout.TAG_NOTE]
     after = load(new_dir / "tree_epoch0001.pth")["embeddings"]
     assert torch.allclose(after, source["embeddings"].to(after.dtype), atol=1e-6)  # lr ~0: unchanged
     assert {p.name: _sha(p) for p in src_dir.iterdir() if not p.name.startswith("hype_manifest")} == src_files
@@ -205,7 +205,8 @@ def test_disk_full_while_writing_the_final_model_is_one_line_and_resumable(sqlit
     assert r.exit_code == 1 and "Traceback" not in r.output
     (line,) = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
     (run_dir,) = (tmp_path / "ck").iterdir()
-    assert line == (f"Error: could not write the final model {run_dir / 'tree.pth'}: No space left on device; "
+    assert line == (f"Error: could not write the final model {run_dir / 'tree.pth'}: No space left on device;"
+                    " "
                     "the run's checkpoints are kept (newest: epoch 3). Free space, then finish it with: "
                     f"python cli.py train --resume {run_dir.name}")
     client = MlflowClient(uri)
@@ -219,7 +220,8 @@ def test_disk_full_while_writing_the_final_model_is_one_line_and_resumable(sqlit
     run = client.get_run(run_dir.name)
     assert run.info.status == "FINISHED" and run.data.tags[layout.TAG_FINAL_EPOCH] == "2"
     assert max(m.step for m in client.get_metric_history(run_dir.name, "loss")) == 3  # nothing more trained
-    assert [a.path for a in client.list_artifacts(run_dir.name, layout.FINAL_FOLDER)] == ["hype_model/tree.pth"]
+    finals = [a.path for a in client.list_artifacts(run_dir.name, layout.FINAL_FOLDER)]
+    assert finals == ["hype_model/tree.pth"]
 
 
 def test_disk_full_inside_mlflow_while_logging_the_final_model(sqlite_tracking, tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tqdm import tqdm
+
 # Binary units (1 KB = 1024 bytes), as `ls -lh` and `du -h` count, so that our numbers match
 # what users see when they check a folder by hand.
 _UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
@@ -29,3 +31,8 @@ def human_bytes(n: int | None) -> str:
         if float(text) < 1024 or unit == _UNITS[-1]:
             return f"{text} {unit}"
     raise AssertionError("unreachable")  # the loop returns at the last unit
+
+
+def say(msg: str) -> None:
+    """A line for the user, printed above any progress bar (tqdm keeps the bar below it)."""
+    tqdm.write(msg)

@@ -11,13 +11,12 @@ any file that the run's manifest does not prove is its own.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
-from tqdm import tqdm
 
 from hype.config import TrainConfig
 from hype.data import Graph
@@ -26,19 +25,19 @@ from tracker import faults, layout
 from tracker.checkpoints.files import not_the_recorded, save_atomic, sha256_of
 from tracker.checkpoints.lifecycle import RunCheckpoints, retained_tags
 from tracker.checkpoints.manifest import Entry
-from tracker.fmt import human_bytes
+from tracker.fmt import human_bytes, say
 from tracker.policy import names, stopping
-from tracker.policy.retention import CheckpointRecord, Protect
+from tracker.policy.retention import CheckpointRecord
 from tracker.store import retry
-from tracker.store.errors import StoreError, StorePermissionError, StoreUnavailable, TrackingError
+from tracker.store.errors import StoreError, StoreUnavailable, TrackingError
 from tracker.training import interrupts
 from tracker.training.config import TrackerConfig
+from tracker.training.retain import RetentionPass
+from tracker.training.uploader import CheckpointQueue
+
+__all__ = ["Progress", "RunContext", "Snapshot", "TrackedTraining", "TrackerConfig", "call_with_retry", "say"]
 
 RETRY = retry.RetryPolicy()  # backoff while the tracking store is unreachable (about 60 s)
-
-
-def say(msg: str) -> None:
-    tqdm.write(msg)
 
 
 @dataclass
@@ -69,7 +68,18 @@ class Progress:
     stopped: str | None = None  # resumed after it had stopped early: train nothing, finish it
 
 
-class TrackedTraining:
+@dataclass(frozen=True)
+class Snapshot:
+    """What the policies read for one checkpoint, as it was when the epoch ended: the uploader
+    decides retention for epoch e by what was known at e, never by a later epoch's best."""
+
+    epoch: int
+    values: dict[int, float]  # monitored metric by epoch, up to this one
+    stop_state: stopping.StopState
+    resumed_from: int | None
+
+
+class TrackedTraining(RetentionPass):
     """hype.train callbacks that track one MLflow run (fresh or resumed)."""
 
     def __init__(self, ctx: RunContext, progress: Progress):
@@ -83,7 +93,10 @@ class TrackedTraining:
         self.delete_warned = False
         self.logged_tags: dict[str, str] = {}  # run tags as last sent, to send only changes
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
-        self.tracking_seconds = 0.0  # wall time spent in this class (logging, saving, retention)
+        self.tracking_seconds = 0.0  # training-thread time spent here (logging, handing over, waiting)
+        self.background_seconds = 0.0  # time spent storing checkpoints (on the uploader's thread)
+        bound = ctx.tconfig.upload_queue
+        self.uploads = CheckpointQueue(bound, say=say) if bound else None
         self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
 
     @property
@@ -100,10 +113,42 @@ class TrackedTraining:
             return self._on_epoch_end(result, state)
 
     def on_checkpoint(self, state: TrainState) -> None:
-        with interrupts.section():  # Ctrl+C waits until the checkpoint is stored and retained
-            self._on_checkpoint(state)
+        """Snapshot the checkpoint (the embedding cloned, the RNG state, what the policies read)
+        and store it: on the uploader's thread when there is one, else here."""
+        ckpt = state.checkpoint()
+        ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
+        p = self.progress
+        snap = Snapshot(state.epoch, dict(p.values), p.stop_state, p.resumed_from)
+        if self.uploads is None:
+            with interrupts.section():  # Ctrl+C waits until the checkpoint is stored and retained
+                self._store_checkpoint(ckpt, snap)
+            return
+        t0 = time.perf_counter()
+        self.uploads.submit(lambda: self._store_checkpoint(ckpt, snap))
+        self.tracking_seconds += time.perf_counter() - t0  # the hand-over, and any wait at the bound
+
+    def drain(self) -> None:
+        """Wait for the queued checkpoints (stored and retained); raise the uploader's failure."""
+        if self.uploads is not None:
+            self.uploads.drain()
+
+    def stop_uploads(self, *, interrupted: bool = False) -> None:
+        """After a failure or Ctrl+C: let the queued checkpoints finish (their failure was or will
+        be reported by the caller's own error), then stop the uploader's thread."""
+        if self.uploads is None:
+            return
+        if interrupted:  # the uploader may be mid-write (or just done): say what is waited for
+            say(f"Interrupted: finishing the tracking writes ({self.uploads.pending} checkpoint(s) "
+                "still being stored; Ctrl+C again to abort at once)")
+        try:
+            self.uploads.drain()
+        except Exception:  # noqa: BLE001 - the run is failing already; this is its cleanup
+            pass
+        self.uploads.close()
 
     def _on_epoch_end(self, result: EpochResult, state: TrainState) -> str | None:
+        if self.uploads is not None:
+            self.uploads.check()  # a failed upload stops training at the next epoch
         t0 = time.perf_counter()
         values = {"loss": result.loss, "lr": result.lr, "epoch_seconds": result.seconds,
                   **result.metrics}
@@ -154,22 +199,20 @@ class TrackedTraining:
             return reason
         return None
 
-    def _on_checkpoint(self, state: TrainState) -> None:
+    def _store_checkpoint(self, ckpt: dict, snap: Snapshot) -> None:
         t0 = time.perf_counter()
-        name = names.checkpoint_name(self.tconfig.model_name, state.epoch)
+        epoch = snap.epoch
+        name = names.checkpoint_name(self.tconfig.model_name, epoch)
         path = self.local_dir / name
-        ckpt = state.checkpoint()
-        ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
         manifest = self.ctx.checkpoints.manifest
-        self._check_in_the_way(path, state.epoch)
-        value = self.progress.values.get(state.epoch)
+        self._check_in_the_way(path, epoch)
+        value = snap.values.get(epoch)
 
         recorded: dict[str, str] = {}
 
         def record(tmp: Path) -> None:  # before the rename: a kill never leaves an unrecorded file
             recorded["sha256"] = sha256_of(tmp)
-            manifest.record(Entry(state.epoch, name, tmp.stat().st_size, recorded["sha256"], "written",
-                                  value))
+            manifest.record(Entry(epoch, name, tmp.stat().st_size, recorded["sha256"], "written", value))
 
         try:
             size = save_atomic(ckpt, path, before_replace=record)
@@ -180,23 +223,22 @@ class TrackedTraining:
         self.written_bytes += size
         listing = self._upload(path)
         faults.point("upload")
-        manifest.set_state(state.epoch, "stored")
-        self._finish_model(state.epoch, size, recorded.get("sha256"))
+        manifest.set_state(epoch, "stored")
+        self._finish_model(epoch, size, recorded.get("sha256"), snap.stop_state.best_epoch)
         if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
-            projected = size * (self.config.epochs - state.epoch + len(self.progress.retained) + 1)
+            projected = size * (self.config.epochs - epoch + len(self.progress.retained) + 1)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
                 f"{human_bytes(projected)} here and in the tracking store by epoch {self.config.epochs}")
         # The checkpoint we resumed from was protected until a newer one was confirmed stored,
         # which this one now is: from here on it is an old checkpoint like any other.
         self.progress.resumed_from = None
-        self.apply_retention(listing=listing, saved=name)
-        self.tracking_seconds += time.perf_counter() - t0
+        self.apply_retention(listing=listing, saved=name, snap=replace(snap, resumed_from=None))
+        self.background_seconds += time.perf_counter() - t0
 
-    def _finish_model(self, epoch: int, size: int, sha256: str | None) -> None:
+    def _finish_model(self, epoch: int, size: int, sha256: str | None, best: int | None) -> None:
         models = self.ctx.checkpoints.models
         if models is None:
             return
-        best = self.stop_state.best_epoch
         self._store(models.finish, epoch, size=size, sha256=sha256, best=best == epoch)
         if best == epoch and self.marked_best not in (None, epoch):
             self._store(models.mark_best, epoch, self.marked_best)
@@ -216,55 +258,6 @@ class TrackedTraining:
                                 "(not the file its manifest records); it was left alone. Move it away, "
                                 f"then resume with: python cli.py train --resume {self.run_id}")
 
-    # -- retention -------------------------------------------------------------------------
-    def policies(self) -> list:
-        """The run's retention policies, plus early stopping's best and the resumed-from epoch."""
-        p = self.progress
-        out = self.tconfig.policies(p.values)
-        if self.tconfig.keep is not None and self.tconfig.keep_best and p.stop_state.best_epoch is not None:
-            out.append(Protect(frozenset({p.stop_state.best_epoch}),
-                               f"best ({self.tconfig.monitor}={p.stop_state.best:.6g})"))
-        if p.resumed_from is not None:
-            out.append(Protect(frozenset({p.resumed_from})))
-        return out
-
-    def apply_retention(self, *, listing: dict | None = None, saved: str | None = None,
-                        confirm: bool = False) -> None:
-        """One pass of the lifecycle; ``listing`` is the tracked folder as the upload just saw it."""
-        ck = self.ctx.checkpoints
-        plan = ck.plan(self.policies(), listing=listing, values=self.progress.values)
-        if self.retention_blocked:
-            self.progress.retained = plan.inventory.records()
-            return
-        if saved is not None:
-            limit = "all" if self.tconfig.keep is None else self.tconfig.retention.describe()
-            say(f"Checkpoint saved: {saved} (keeping {len(plan.kept)}: {limit})")
-        applied = ck.apply(plan, confirm=confirm)
-        for d in applied.deletions:
-            self.freed_bytes += d.freed
-            if d.status == "failed":
-                say(f"WARNING: could not delete {d.item.name}: {d.error}; it is kept")
-            elif d.local.startswith("not ours"):
-                say(f"WARNING: {d.item.name}: {d.local}")
-            else:
-                say(f"Deleted old checkpoint: {d.item.name} ({d.where}, {human_bytes(d.freed)} freed; "
-                    f"{d.reason})")
-            if d.tracked.startswith("kept: the store cannot") and not self.delete_warned:
-                say("WARNING: the artifact store cannot delete; tracked checkpoints are kept, "
-                    "local copies are deleted")
-                self.delete_warned = True
-        self.progress.retained = applied.retained
-        if isinstance(applied.error, StorePermissionError):
-            self.retention_blocked = True
-            say(f"ERROR: retention cannot delete tracked checkpoints: {applied.error}. This run keeps "
-                "every checkpoint, locally and in the store; free them later with: "
-                f"python cli.py cleanup --run-id {self.run_id}")
-            self._call(self.client.set_tag, self.run_id, layout.TAG_RETENTION_ERROR,
-                       "permission denied: deleting artifacts needs MANAGE")
-        elif isinstance(applied.error, StoreUnavailable):
-            raise TrackingError(f"{applied.error}. Nothing was deleted locally; resume with: "
-                                f"python cli.py train --resume {self.run_id}") from None
-
     # -- store calls -------------------------------------------------------------------------
     def _upload(self, path: Path) -> dict:
         try:
@@ -274,11 +267,6 @@ class TrackedTraining:
                 f"could not store {path.name} in the tracking store ({e}); the checkpoint is safe at "
                 f"{path} and nothing was deleted. Resume with: python cli.py train --resume {self.run_id}"
             ) from None
-
-    def confirm_pending_deletes(self) -> None:
-        """At the end of the run no upload follows: one more pass, with its own listing, so that
-        a tracked delete the last upload did not confirm is confirmed (or done again)."""
-        self.apply_retention(confirm=True)
 
     def _call(self, fn, *args, **kwargs):
         """A tracking call, retried with backoff while the store is unreachable."""

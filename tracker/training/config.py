@@ -26,6 +26,10 @@ class TrackerConfig:
     log_pyfunc: bool = True  # log the final embedding once as an MLflow (pyfunc) model
     disk_margin: int = 256 * 2**20  # bytes that must stay free after the retained checkpoints
     force: bool = False  # start even when the retained checkpoints would not fit
+    # Checkpoints waiting for the uploader's thread (saving, upload, retention happen there); at
+    # the bound training waits. 2: an upload may overlap the next epoch and one more. 0: store
+    # each checkpoint on the training thread (the synchronous path).
+    upload_queue: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_best, bool):  # the old boolean form: True meant the one best
@@ -35,6 +39,9 @@ class TrackerConfig:
         if problem is not None:
             raise ValueError(problem)
         final_name(self.model_name)  # "snap_epoch3" would make its final model read as a checkpoint
+        q = self.upload_queue
+        if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+            raise ValueError(f"upload queue must be an integer >= 0 (0: synchronous), got {q!r}")
 
     @property
     def retention(self) -> Retention:

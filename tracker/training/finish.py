@@ -37,6 +37,7 @@ class Outcome:
 def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path]:
     """Save and log the final model (best weights), evaluate it exactly, close the run."""
     client, run_id, tconfig = tracked.client, tracked.run_id, tracked.tconfig
+    tracked.drain()  # every queued checkpoint stored and retained before the final model
     tracked.confirm_pending_deletes()
     best_epoch = tracked.stop_state.best_epoch if tracked.best_emb is not None else None
     emb = tracked.best_emb if tracked.best_emb is not None else state.emb

@@ -97,7 +97,8 @@ def verify_tracked(ck: RunCheckpoints, item: Item) -> bool:
     hash needs a download, so resume checks it for the checkpoints it relies on."""
     if not (item.tracked and item.stored and item.sha256 and ck.store is not None):
         return item.stored
-    with tempfile.TemporaryDirectory(dir=ck.folder, prefix=".verify-") as tmp:
+    # outside the run folder: a verify copy is no checkpoint of the run, and never counts as one
+    with tempfile.TemporaryDirectory(prefix="hype-verify-") as tmp:
         got = ck.store.download(item.name, tmp)
         if sha256_of(got) == item.sha256:
             return True

@@ -59,13 +59,15 @@ def resolve_folder(run, run_id: str, tconfig: TrackerConfig,
 def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
                epochs: int | None = None, checkpoint_root: Path | None = None,
                force: bool = False, disk_margin: int | None = None, given: dict | None = None,
-               from_epoch: int | None = None) -> tuple[TrackedTraining, TrainState, Graph]:
+               from_epoch: int | None = None, upload_queue: int | None = None,
+               ) -> tuple[TrackedTraining, TrainState, Graph]:
     """given: the options the command line named (click's names), checked by policy.resume.
     from_epoch: go on from this retained epoch; the run's later checkpoints are rolled back."""
     run = _hype_run(client, run_id)
     config, tconfig = _run_configs(run)
-    tconfig = replace(tconfig, force=force,
-                      disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin)
+    tconfig = replace(tconfig, force=force,  # about this process only: used, not recorded
+                      disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin,
+                      upload_queue=tconfig.upload_queue if upload_queue is None else upload_queue)
     given = dict(given or {})
     if epochs is not None:
         given["epochs"] = epochs

@@ -34,7 +34,8 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                  resume: str | None = None, epochs: int | None = None,
                  checkpoint_root: Path | None = None, progress: bool = True, force: bool = False,
                  disk_margin: int | None = None, given: dict | None = None,
-                 from_epoch: int | None = None, init_from: str | None = None) -> Outcome:
+                 from_epoch: int | None = None, init_from: str | None = None,
+                 upload_queue: int | None = None) -> Outcome:
     """resume: a run id to continue (from_epoch: from that retained epoch); init_from: a new run
     warm-started from RUN_ID[:EPOCH] or a checkpoint file (tracker.training.warm)."""
     tune_sqlite_commits()
@@ -43,7 +44,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
         tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,
                                            epochs=epochs, checkpoint_root=checkpoint_root,
                                            force=force, disk_margin=disk_margin, given=given,
-                                           from_epoch=from_epoch)
+                                           from_epoch=from_epoch, upload_queue=upload_queue)
     else:
         warm_start = None
         if init_from:  # read and matched before the run exists: a bad source creates no run
@@ -59,6 +60,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     try:
         check_disk(tracked, state)
     except BaseException:
+        tracked.stop_uploads()
         tracked.ctx.checkpoints.close()
         raise
     t0 = time.perf_counter()
@@ -81,6 +83,8 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
             _mark(client, run_id, "FAILED")
             raise
         finally:
+            # queued checkpoints finish (Ctrl+C, a failure) before the manifest closes
+            tracked.stop_uploads(interrupted=interrupted)
             tracked.ctx.checkpoints.close()  # the run folder holds its files alone again
     if interrupted:
         resume_hint = f"Resume with: python cli.py train --resume {run_id}"

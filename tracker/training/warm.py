@@ -155,7 +155,7 @@ def record(client: MlflowClient, run_id: str, source: Source, matched: int, tota
     """Param, tags and the run's description (markdown the UI renders, with a link to the source)."""
     if source.run_id:
         link = (f"[run {source.run_name or source.run_id}, epoch {source.epoch}]"
-                f"(#/experiments/{source.experiment_id}/runs/{source.run_id})")
+                f"(#/experiments/{source.experiment_id}/runs/{source.run_id}?{layout.UI_WORKFLOW})")
     else:
         link = f"`{source.uri}`"
     note = f"Warm-started from {link}: {matched} of {total} nodes from `{source.uri}`."
