@@ -23,7 +23,7 @@ def test_fault_spec_parses(value, expected):
 @pytest.mark.parametrize("value", ["save", "save:0", "save:x", "rename:2", "save:-1", "save:1:TERM",
                                    "save:1:INT:x"])
 def test_a_bad_fault_spec_names_the_points(value):
-    with pytest.raises(ValueError, match="epoch, save, upload, delete"):
+    with pytest.raises(ValueError, match="epoch, queued, save, upload, delete"):
         faults.parse(value)
 
 
@@ -44,6 +44,7 @@ def test_killed_at_every_point_the_resumed_run_loses_nothing(sqlite_tracking, tm
         Kill("upload", 2),  # resume: the 2nd checkpoint is in the store, not marked stored
         Kill("delete", 1),  # resume: its retention deleted the tracked copy, not the local one
         Kill("epoch", 2),  # resume: the 2nd epoch's metrics are logged, its checkpoint not written
+        Kill("queued", 2),  # resume: the 2nd checkpoint handed to the uploader, perhaps not saved yet
         Kill(EXTERNAL, delay_s=0.2),  # resume: SIGKILL from outside, 0.2 s after its 1st checkpoint
     ]
     dataset = write_tree_closure(tmp_path / "tree.csv", branching=3, depth=3)

@@ -8,6 +8,7 @@ module constant with None: the variable is read once, at import.
 
 The points, in the order an epoch reaches them:
 - "epoch": end of on_epoch_end (metrics logged, checkpoint not yet written);
+- "queued": the checkpoint is handed to the uploader (not necessarily saved yet; async only);
 - "save": in save_atomic, temporary file written and fsynced, not yet renamed;
 - "upload": the store has the checkpoint, the run has not yet marked it stored;
 - "delete": retention deleted the tracked copy, the local copy is not yet unlinked.
@@ -20,7 +21,7 @@ import signal
 import sys
 
 ENV = "HYPE_FAULT"
-POINTS = ("epoch", "save", "upload", "delete")
+POINTS = ("epoch", "queued", "save", "upload", "delete")
 
 
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}

@@ -6,7 +6,8 @@
 A trial trains a small closure (`python cli.py train`, keep N) and kills it: either at a fault
 point (HYPE_FAULT=<point>:<n>, see tracker/faults.py) or from outside with SIGKILL after a random
 delay. Then it resumes the run (and may kill a resumed process again) until a process exits 0.
-The first kill of trial i is of kind KINDS[i % 5], so 20 trials try every kind 4 times.
+The first kill of trial i is of kind KINDS[i % 6], so 24 trials try every kind 4 times
+("queued": the checkpoint handed to the uploader, maybe not saved yet).
 
 After each trial:
 - every retained checkpoint loads, locally and downloaded from the store, and so does the
@@ -99,7 +100,7 @@ def draw_kill(rng: random.Random, kind: str, s: Settings, *, first: bool, epochs
         return Kill(kind, rng.randint(3 if first else 1, left + 2))
     if kind == "epoch":
         return Kill(kind, rng.randint(2 if first else 1, left))
-    if kind == "upload":
+    if kind in ("upload", "queued"):
         return Kill(kind, rng.randint(1, left))
     if kind == "delete":  # deletes start once N are stored; resume may delete one at once
         return Kill(kind, rng.randint(1, max(left - s.keep, 1)))

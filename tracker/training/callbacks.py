@@ -126,6 +126,7 @@ class TrackedTraining(RetentionPass):
         t0 = time.perf_counter()
         self.uploads.submit(lambda: self._store_checkpoint(ckpt, snap))
         self.tracking_seconds += time.perf_counter() - t0  # the hand-over, and any wait at the bound
+        faults.point("queued")
 
     def drain(self) -> None:
         """Wait for the queued checkpoints (stored and retained); raise the uploader's failure."""

@@ -57,7 +57,6 @@ class CheckpointQueue:
         """Raise the worker's failure, if any, on the calling (training) thread."""
         if self._error is not None:
             error, self._error = self._error, None
-            self._failed = error
             raise error
 
     def submit(self, job: Callable[[], None]) -> None:
