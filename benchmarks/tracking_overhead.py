@@ -1,6 +1,11 @@
-"""What tracking costs per epoch on the noun closure (target: <= 10% over an untracked epoch).
+"""What tracking costs per epoch on the noun closure (targets: SQLite <= +1.5%, a local server <= +3%).
 
     .venv/bin/python benchmarks/tracking_overhead.py              # SQLite, then a local mlflow server
+    .venv/bin/python benchmarks/tracking_overhead.py --checkpoint-mb 200 --no-sqlite --epochs 3 --rounds 1
+                                                                  # ~200 MB checkpoints (dim from N)
+
+Checkpoints are stored off the training thread by default (--upload-queue 2); --upload-queue 0
+measures the synchronous path in the same way.
 
 A tracked epoch logs its metrics, reads the monitored value back for early stopping (monitor
 `loss`, so that happens every epoch: the most tracking an epoch can do), saves the checkpoint
@@ -30,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-TARGET = 0.10
+TARGETS = {"SQLite (embedded)": 0.015, "mlflow server (proxied)": 0.03}
+BIG_TARGET = 0.10  # a ~200 MB checkpoint per epoch, once an epoch is longer than one upload
 
 
 class Stamps:
@@ -67,7 +73,7 @@ def untracked(graph, config, skip):
     return s.epoch_walls(skip)
 
 
-def tracked(graph, config, uri, workdir: Path, keep: int, skip: int):
+def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int):
     from hype.train import train
     from tracker.store.open import open_tracking_store, tune_sqlite_commits
     from tracker.training.callbacks import TrackerConfig
@@ -76,15 +82,22 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int):
     tune_sqlite_commits()
     client = open_tracking_store(uri)
     tconfig = TrackerConfig(model_name="bench", keep=keep, monitor="loss", patience=10**6,
-                            checkpoint_root=workdir / "checkpoints", log_pyfunc=False)
+                            checkpoint_root=workdir / "checkpoints", log_pyfunc=False,
+                            upload_queue=upload_queue, disk_margin=0)
     tr, state = start_run(client, uri, graph, config, tconfig, experiment="tracking-overhead",
                           run_name="overhead")
     s = Stamps(tr)
     train(graph, config, state=state, callbacks=s, progress=False)
+    t0 = time.perf_counter()
+    tr.drain()  # the queued checkpoints: the end of a run waits for them too
+    tr.stop_uploads()
+    drain_s = time.perf_counter() - t0
     client.set_terminated(tr.run_id, "FINISHED")
     left = len(list(tr.local_dir.glob("bench_epoch*.pth")))  # newest `keep` + perhaps the best
     assert left <= keep + 1, f"retention left {left} local checkpoints"
     walls = s.epoch_walls(skip)
+    # Conservative: what was still queued at the end is charged to the timed epochs.
+    walls = [w + drain_s / len(walls) for w in walls]
     train_s = sum(s.train_s[skip:-1])
     callback_s = sum(s.callback_s[skip:-1])
     return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1)
@@ -94,7 +107,7 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     plain, walls, shares = [], [], []
     for _ in range(args.rounds):  # alternate, so that drifting load hits both alike
         plain += untracked(graph, config, args.skip)
-        w, share, ckpt_bytes = tracked(graph, config, uri, workdir, args.keep, args.skip)
+        w, share, ckpt_bytes = tracked(graph, config, uri, workdir, args.keep, args.skip, args.upload_queue)
         walls += w
         shares.append(share)
     plain += untracked(graph, config, args.skip)
@@ -102,14 +115,27 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     med = statistics.median(walls)
     share = statistics.median(shares)
     ratio = med / base - 1
+    target = BIG_TARGET if args.checkpoint_mb else TARGETS[label]
     row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
            "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
-           "loadavg": os.getloadavg()[0]}
+           "loadavg": os.getloadavg()[0], "upload_queue": args.upload_queue}
+    # The ratio is the figure: with the uploader, the training thread's share is only the
+    # hand-over, while the uploads compete for the same cores.
     print(f"{label:<28} untracked {base:6.2f} s  tracked {med:6.2f} s  ratio {100 * ratio:+5.1f}%  "
-          f"callbacks/training {100 * share:4.1f}%  ({row['checkpoint_mb']:.1f} MB checkpoints, "
-          f"load {row['loadavg']:.2f})  target <= {100 * TARGET:.0f}%: "
-          f"{'PASS' if share <= TARGET else 'FAIL'}", flush=True)
+          f"training-thread callbacks/training {100 * share:4.1f}%  ({row['checkpoint_mb']:.1f} MB "
+          f"checkpoints, upload queue {args.upload_queue}, load {row['loadavg']:.2f})  target <= "
+          f"{100 * target:.1f}%: {'PASS' if ratio <= target else 'FAIL'}", flush=True)
     return row
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def main(argv=None) -> list[dict]:
@@ -122,6 +148,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--no-server", action="store_true", help="only the SQLite store")
+    p.add_argument("--no-sqlite", action="store_true", help="only the server")
+    p.add_argument("--upload-queue", type=int, default=2, help="0: the synchronous path")
+    p.add_argument("--checkpoint-mb", type=float, default=0,
+                   help="choose dim so that a checkpoint is about this size (e.g. 200)")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     args = p.parse_args(argv)
 
@@ -133,17 +163,21 @@ def main(argv=None) -> list[dict]:
     from hype.data import load_edge_csv
 
     graph = load_edge_csv(args.dataset)
+    if args.checkpoint_mb:  # (N, dim) float64 is the bulk of a checkpoint
+        args.dim = max(2, int(args.checkpoint_mb * 2**20 / (8 * graph.num_nodes)))
     epochs = args.skip + args.epochs + 1  # + the last epoch, which evaluates
     config = TrainConfig(dim=args.dim, lr=1.0, batch_size=50, negs=50, burnin=0, epochs=epochs,
                          eval_every=epochs, eval_sample=100, workers=args.workers)
-    print(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges; {args.epochs} timed epochs per run, "
-          f"{args.workers} workers, keep {args.keep}; {os.cpu_count()} CPUs", flush=True)
+    print(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges, dim {args.dim}; {args.epochs} timed "
+          f"epochs per run, {args.workers} workers, keep {args.keep}; {os.cpu_count()} CPUs "
+          f"({_cpu_model()})", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         db = tmp / "sqlite" / "mlflow.db"
         db.parent.mkdir()
-        rows.append(measure("SQLite (embedded)", graph, config, f"sqlite:///{db}", tmp / "sqlite", args))
+        if not args.no_sqlite:
+            rows.append(measure("SQLite (embedded)", graph, config, f"sqlite:///{db}", tmp / "sqlite", args))
         if not args.no_server:
             from tests.servers import mlflow_server
 
