@@ -9,8 +9,12 @@ ranks spawned and synchronised by hype.distributed),
 after burn-in and without evaluation; the first epoch loads or compiles the kernels and is not
 timed. The rate of each epoch is edges / its wall seconds; the median over epochs is printed,
 with the best, the CPU-time rate (all ranks' CPU seconds, less sensitive to other load on
-the machine) and the ratio to the original poincare-embeddings' 41k edge-updates/s, measured
-on this 2-core machine on the WordNet noun closure (issue 6). Without --closure it uses
+the machine) and a ratio to the original poincare-embeddings. That ratio is only as good as the
+original's rate it divides by: 41k edge-updates/s was measured on another 2-core AMD EPYC
+(Zen 5, 2026-11, issue 6), and on a Zen 3 of our kind the original ran 24k-28k (issue 14), so
+the column is labelled with where its divisor came from. Pass --original-rate R with the rate
+of the original measured on this machine (its train-nouns.sh settings, 2 Hogwild processes;
+the original is not part of this repository) to make it a same-machine ratio. Without --closure it uses
 data/noun_closure.csv if present, else a synthetic closure of a random taxonomy with as many
 nodes as the noun closure (hype.closure.random_taxonomy; about 900k edges against the nouns'
 743k, with deeper and thinner ancestor lists of the same length scale).
@@ -38,7 +42,8 @@ from hype.config import TrainConfig  # noqa: E402
 from hype.data import Graph, from_edges, load_edge_csv  # noqa: E402
 from hype.train import train  # noqa: E402
 
-ORIGINAL_RATE = 41_000  # edge-updates/s, the original on this machine (issue 6)
+ORIGINAL_RATE = 41_000  # edge-updates/s, the original on a Zen 5 EPYC (issue 6): NOT this machine
+ORIGINAL_SOURCE = "41k measured on another CPU (Zen 5); pass --original-rate"
 NOUN_CLOSURE = Path("data/noun_closure.csv")
 NOUN_NODES = 82_115
 
@@ -149,14 +154,27 @@ def load(args: argparse.Namespace) -> Graph:
     return synthetic_closure(NOUN_NODES)
 
 
-def report(graph: Graph, results: list, *, dim: int, negs: int) -> None:
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def report(graph: Graph, results: list, *, dim: int, negs: int, original_rate: float | None = None) -> None:
+    rate = original_rate or ORIGINAL_RATE
+    source = (f"the original measured here: {rate:,.0f}/s" if original_rate else ORIGINAL_SOURCE)
     print(f"{graph.path}: {graph.num_nodes} nodes, {graph.num_edges} edges; dim {dim}, "
-          f"{negs} negatives")
+          f"{negs} negatives; {os.cpu_count()} CPUs ({cpu_model()}), load {os.getloadavg()[0]:.2f}")
     print(f"{'workers':>7} {'median/s':>10} {'best/s':>10} {'per CPU s':>10} {'s/epoch':>8} "
-          f"{'vs original':>11}")
+          f"{'vs original*':>12}")
     for m in results:
         print(f"{m.workers:>7} {m.median:>10,.0f} {max(m.rates):>10,.0f} {m.cpu_rate:>10,.0f} "
-              f"{graph.num_edges / m.median:>8.2f} {m.median / ORIGINAL_RATE:>10.1f}x")
+              f"{graph.num_edges / m.median:>8.2f} {m.median / rate:>11.1f}x")
+    print(f"* divided by {source}")
     base = next((m for m in results if m.workers == 1), None)
     for m in results:
         if base is not None and m.workers > 1:
@@ -181,6 +199,8 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="training process counts")
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per worker count")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--original-rate", type=float, default=None,
+                   help="edge-updates/s of the original measured on this machine (for the ratio)")
     return p.parse_args(argv)
 
 
@@ -189,7 +209,7 @@ def main(argv: list | None = None) -> list:
     graph = load(args)
     results = [measure(graph, dim=args.dim, negs=args.negs, workers=w, epochs=args.epochs,
                        seed=args.seed) for w in args.workers]
-    report(graph, results, dim=args.dim, negs=args.negs)
+    report(graph, results, dim=args.dim, negs=args.negs, original_rate=args.original_rate)
     return results
 
 
