@@ -85,7 +85,31 @@ def cleanup(ctx, directory, keep, keep_best, keep_every, dry_run, as_json, run_i
     a checkpoint not confirmed stored; a file the run's manifest does not prove is its own;
     symlinks and directories; runs still RUNNING (unless --include-running). Exits non-zero if
     anything asked for could not be done; the rest still happens.
+
+    \b
+    Under `mlflow run` (MLFLOW_RUN_ID set) its run records the counts (runs, checkpoints deleted
+    and kept, bytes freed) in the experiment cleaned; --experiment '' names the experiment
+    `mlflow run` was given (hype if none). Its own run is not a target.
     """
+    from tracker.store import project_run
+    from tracker.store.errors import TrackingError, TrackingUnavailable
+
+    try:
+        project = project_run.attach()
+        if experiment == "" and project is not None:
+            experiment = project.chosen_experiment or project_run.DEFAULT_EXPERIMENT
+    except (TrackingError, TrackingUnavailable) as e:
+        raise click.ClickException(str(e)) from None
+    if experiment == "":
+        raise click.BadParameter("is empty; '' is for MLproject (the experiment `mlflow run` was "
+                                 "given), outside `mlflow run` name one", param_hint="--experiment")
+    with project_run.recording(project):
+        _cleanup(ctx, project, directory, keep, keep_best, keep_every, dry_run, as_json, run_id,
+                 experiment, all_experiments, tracking_uri, include_running)
+
+
+def _cleanup(ctx, project, directory, keep, keep_best, keep_every, dry_run, as_json, run_id, experiment,
+             all_experiments, tracking_uri, include_running):
     from tracker.policy.retention import Retention
 
     selections = [s for s, given in (("--run-id", run_id), ("--experiment", experiment),
@@ -98,8 +122,9 @@ def cleanup(ctx, directory, keep, keep_best, keep_every, dry_run, as_json, run_i
     # MLflow's HTTP client retries on its own for minutes; the cleanup's RETRY bounds the wait.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     if selections:
+        own = project.original.info.run_id if project is not None else None
         results = _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_run,
-                           include_running)
+                           include_running, own)
     else:
         results = _local(directory or Path("."), tracking_uri, retention, dry_run, include_running, as_json)
     from tracker.cleanup import render
@@ -116,9 +141,42 @@ def cleanup(ctx, directory, keep, keep_best, keep_every, dry_run, as_json, run_i
             click.echo(render.render_result(r))
         if results:
             click.echo(render.render_summary(results, dry_run))
+    if project is not None:
+        _record(project, results, dry_run, experiment, retention)
     if not all(r.ok for r in results):
         click.echo("Error: " + _first_problem(results), err=True)
         ctx.exit(1)
+
+
+def cleanup_metrics(totals: dict, kept: int) -> dict:
+    """What a cleanup did, as metrics of `mlflow run`'s run; a dry run's under other names, so
+    that no chart adds what was only planned to what was freed."""
+    done = {"checkpoints_deleted": totals["deleted"], "bytes_freed": totals["bytes"]}
+    if totals["dry_run"]:
+        done = {"checkpoints_to_delete": totals["deleted"], "bytes_to_free": totals["bytes"]}
+    return {"runs": totals["targets"], "runs_skipped": totals["skipped"], "checkpoints_kept": kept,
+            **done, "deletions_failed": totals["failed"], "problems": totals["problems"]}
+
+
+def _record(project, results, dry_run, experiment, retention) -> None:
+    """The counts into `mlflow run`'s run, placed in the experiment cleaned (--run-id: that run's;
+    a folder: hype)."""
+    from tracker.cleanup import render
+    from tracker.layout import TAG_NOTE
+    from tracker.store.errors import TrackingError
+    from tracker.store.project_run import DEFAULT_EXPERIMENT
+
+    experiment = experiment or next((r.target.experiment for r in results if r.target.experiment),
+                                    DEFAULT_EXPERIMENT)
+    kept = sum(row["status"] == "kept" for r in results for row in render.rows(r))
+    summary = render.render_summary(results, dry_run) if results else "nothing to clean"
+    try:
+        project.place(experiment)
+        project.record("cleanup", metrics=cleanup_metrics(render.totals(results, dry_run), kept),
+                       params={"cleaned_experiment": experiment, "policies": retention.describe()},
+                       tags={TAG_NOTE: f"Cleanup of experiment {experiment!r}: {summary}"})
+    except TrackingError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _looks_like_run_id(name: str) -> bool:
@@ -197,10 +255,12 @@ def _local(directory, tracking_uri, retention, dry_run, include_running, as_json
     return _run_all(planned, dry_run)
 
 
-def _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_run, include_running):
+def _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_run, include_running,
+             own=None):
     from tracker.cleanup import runs, targets
     from tracker.layout import PROJECT_ROOT
     from tracker.store.errors import TrackingError
+    from tracker.store.project_run import TAG_COMMAND
     from tracker.store.uri import resolve_tracking_uri
 
     try:
@@ -208,6 +268,9 @@ def _tracked(run_id, experiment, all_experiments, tracking_uri, retention, dry_r
         client = runs.open_client(uri)
         selected = runs.select_runs(client, run_id=run_id, experiment=experiment,
                                     all_experiments=all_experiments)
+        if run_id is None:  # `mlflow run`'s run for us, and what earlier cleanups and evaluations
+            selected = [s for s in selected  # recorded: no checkpoints, nothing to report
+                        if s.run.info.run_id != own and TAG_COMMAND not in s.run.data.tags]
         with _bar(len(selected), "listing runs", "run") as bar:
             planned = []
             for sel in selected:

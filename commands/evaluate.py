@@ -38,7 +38,29 @@ def _aligned(ckpt: dict, graph):
 def evaluate(checkpoint, run_id, epoch, tracking_uri, dataset, as_json):
     """Reconstruction mean rank and MAP (exact, over every node with neighbours) of a
     CHECKPOINT (a file, or a models:/ or runs:/ URI) or, with --run-id, of a tracked run's final
-    model (or --epoch E's checkpoint)."""
+    model (or --epoch E's checkpoint).
+
+    Under `mlflow run` (MLFLOW_RUN_ID set) the result is also logged as the metrics mean_rank
+    and map of its run, in the evaluated run's experiment (hype for a file)."""
+    from tracker.store import project_run
+
+    project = _project_run()
+    with project_run.recording(project):
+        _evaluate(project, checkpoint, run_id, epoch, tracking_uri, dataset, as_json)
+
+
+def _project_run():
+    """`mlflow run`'s run (None outside one), or a one-line error."""
+    from tracker.store import project_run
+    from tracker.store.errors import TrackingError, TrackingUnavailable
+
+    try:
+        return project_run.attach()
+    except (TrackingError, TrackingUnavailable) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _evaluate(project, checkpoint, run_id, epoch, tracking_uri, dataset, as_json):
     from commands.train import DEFAULT_DATASET
     from hype.data import DataError, load_edge_csv
     from hype.evaluate import reconstruction
@@ -57,6 +79,8 @@ def evaluate(checkpoint, run_id, epoch, tracking_uri, dataset, as_json):
     except ValueError as e:
         raise click.ClickException(f"{dataset}: {e}") from None
     epoch = ckpt.get("epoch")
+    if project is not None:
+        _record(project, run, tracking_uri, source, graph, manifold, epoch, r)
     if as_json:
         click.echo(json.dumps({"source": source, "dataset": str(dataset), "manifold": manifold,
                                "epoch": epoch, "mean_rank": r.mean_rank, "map": r.map,
@@ -64,3 +88,34 @@ def evaluate(checkpoint, run_id, epoch, tracking_uri, dataset, as_json):
         return
     click.echo(f"{source} (epoch {epoch}, {manifold}) on {dataset}:")
     click.echo(f"mean rank {r.mean_rank:.3f}, MAP {r.map:.4f} ({r.nodes:,} nodes, {r.edges:,} edges)")
+
+
+def _record(project, run, tracking_uri, source, graph, manifold, epoch, r) -> None:
+    """The result as metrics of `mlflow run`'s run, placed beside the run it evaluated."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from tracker.layout import TAG_NOTE
+    from tracker.store.errors import TrackingError
+    from tracker.store.project_run import DEFAULT_EXPERIMENT
+    from tracker.store.redact import one_line
+    from tracker.store.uri import resolve_tracking_uri
+    from tracker.training.start import dataset_params
+
+    experiment = DEFAULT_EXPERIMENT
+    try:
+        if run is not None:  # in the store it was read from (--tracking-uri, else mlflow run's)
+            client = project.client if tracking_uri is None else MlflowClient(
+                resolve_tracking_uri(tracking_uri))
+            experiment = client.get_experiment(run.info.experiment_id).name
+        project.place(experiment)
+        project.record(
+            "evaluate", metrics={"mean_rank": r.mean_rank, "map": r.map},
+            params={"checkpoint": source, "checkpoint_run_id": run.info.run_id if run else "",
+                    "checkpoint_epoch": epoch, "manifold": manifold, **dataset_params(graph)},
+            tags={TAG_NOTE: f"Evaluated {source} (epoch {epoch}) on {graph.path}: mean rank "
+                            f"{r.mean_rank:.3f}, MAP {r.map:.4f}"})
+    except MlflowException as e:
+        raise click.ClickException(f"cannot record into `mlflow run`'s run: {one_line(e)}") from None
+    except TrackingError as e:
+        raise click.ClickException(str(e)) from None
