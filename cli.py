@@ -1,6 +1,7 @@
 """hype's command line: a thin click group. Each subcommand lives in commands/<name>.py."""
 
 import os
+import sys
 
 import click
 
@@ -19,4 +20,8 @@ def cli():
 register(cli)
 
 if __name__ == "__main__":
+    # Redirected (`make train > log 2>&1`), stdout would reach the file in 8 KB blocks: each line
+    # now lands when it is said, in order with stderr's progress lines and MLflow's messages.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     cli()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-# Past this many deletions (or runs to list) a progress bar is shown on a terminal.
+# Past this many deletions (or runs to list) progress is shown: a bar on a terminal, else lines.
 PROGRESS_MIN = 50
 
 
@@ -28,11 +28,10 @@ def _keep(ctx, param, value):
 
 
 def _bar(total: int, desc: str, unit: str):
-    from tqdm import tqdm
+    from hype.progress import bar
 
-    # disable=None: no bar when stderr is not a terminal (pipes, CI logs)
-    return tqdm(total=total, desc=desc, unit=unit, disable=None if total >= PROGRESS_MIN else True,
-                leave=False)
+    # not a terminal (pipes, CI logs): no bar, a plain line every 10 s
+    return bar(total=total, desc=desc, unit=unit, enabled=total >= PROGRESS_MIN, leave=False)
 
 
 def _count(ctx, param, value):

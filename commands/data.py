@@ -49,7 +49,7 @@ def data():
 )
 def wordnet(root, exclude, no_default_exclude, output, wordnet_dir, cache_dir):
     """The WordNet 3.0 noun closure, or the subtree under --root."""
-    from tqdm import tqdm
+    from hype import progress
 
     if exclude:
         excludes = list(exclude)
@@ -66,8 +66,8 @@ def wordnet(root, exclude, no_default_exclude, output, wordnet_dir, cache_dir):
                 excludes = [_canonical(reader, name, "--exclude") for name in excludes]
             total = wn.noun_synset_count(reader)
 
-            def bar(synsets):  # disable=None: no bar when stderr is not a terminal
-                return tqdm(synsets, total=total, desc="nouns", unit="synset", disable=None)
+            def bar(synsets):  # not a terminal: no bar, a plain line every 10 s
+                return progress.bar(synsets, total=total, desc="nouns", unit="synset")
 
             graph = wn.read_noun_graph(reader, progress=bar)
     except wn.WordNetNotFound as e:

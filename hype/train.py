@@ -15,7 +15,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from hype import distributed, kernels, manifolds, node_names
 from hype.config import TrainConfig
@@ -24,6 +23,7 @@ from hype.distributed import Group
 from hype.evaluate import reconstruction, sample_nodes
 from hype.model import edge_loss, init_embedding, sample_negatives_batch
 from hype.optim import RiemannianSGD
+from hype.progress import bar as progress_bar
 
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict changes (2: names as one byte tensor)
 
@@ -161,10 +161,11 @@ def _train_loop(graph, config, state, callbacks, progress, group) -> TrainResult
     cdf = burnin_cdf(graph, config.dampening)
     run_epoch = _numba_epoch if config.backend == "numba" else _torch_epoch
     history, stop_reason = [], None
-    bar = tqdm(range(state.epoch + 1, config.epochs + 1), initial=state.epoch,
-               total=config.epochs, desc="train", unit="epoch", disable=not progress,
-               dynamic_ncols=True)
-    for epoch in bar:
+    # in a log: a line every 10 s, at every 10% of the epochs, and at the last one run
+    bar = progress_bar(total=config.epochs, initial=state.epoch, desc="train", unit="epoch",
+                       label="epoch", enabled=progress, every_fraction=0.1, last_line=True,
+                       dynamic_ncols=True)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
         burnin = epoch <= config.burnin
         lr = config.lr_at(epoch - 1)
         t0 = time.perf_counter()
@@ -176,9 +177,11 @@ def _train_loop(graph, config, state, callbacks, progress, group) -> TrainResult
         state.epoch = epoch
         result = EpochResult(epoch, loss, lr, seconds, metrics, burnin)
         history.append(result)
-        bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
+        bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in metrics.items()},
+                        refresh=False)
         stop_reason = callbacks.on_epoch_end(result, state)
         callbacks.on_checkpoint(state)
+        bar.update()  # before a stop: the bar and a log's last line count this epoch
         if group is not None:
             group.agree_stop(bool(stop_reason))  # the other ranks leave at this epoch too
         if stop_reason:

@@ -8,8 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +22,7 @@ from hype import manifolds, node_names
 from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
-from tests.servers import HOST, free_port, log_tail, stop_process_group
+from tests.servers import HOST, free_port, started
 from tracker.checkpoints.files import load
 from tracker.serving.pyfunc_model import MAX_NEIGHBOURS_OUT, MAX_ROWS, HypeEmbedding
 from tracker.training.callbacks import TrackerConfig
@@ -32,7 +30,6 @@ from tracker.training.session import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-START_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -56,30 +53,6 @@ def _env(uri: str) -> dict:
     return env
 
 
-@contextmanager
-def started(cmd, env, log_path: Path, ready_url: str):
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent,
-                                start_new_session=True)
-    pgid = proc.pid  # start_new_session: the child leads its own group
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"{cmd[1]} exited with {proc.returncode}:\n{log_tail(log_path)}")
-            try:
-                if requests.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{ready_url} did not answer:\n{log_tail(log_path)}")
-            time.sleep(0.2)
-        yield proc, pgid
-    finally:
-        stop_process_group(proc, pgid)
-
-
 @pytest.fixture(scope="module")
 def model_server(served_run):
     uri, out, root = served_run
@@ -88,6 +61,16 @@ def model_server(served_run):
            "--env-manager", "local", "--host", HOST, "--port", str(port)]
     with started(cmd, _env(uri), root / "serve.log", f"http://{HOST}:{port}/ping"):
         yield f"http://{HOST}:{port}", load(out.final_path)
+
+
+def _warnings(log: Path) -> list[str]:
+    return [ln for ln in log.read_text().splitlines() if "Warning" in ln or "WARNING" in ln]
+
+
+def test_the_serve_log_has_no_mlflow_warnings(model_server, served_run):
+    """predict's type hint: MLflow's "Add type hints to the `predict` method" warning, printed
+    when the server loads the model's code, is gone (and with it no data validation is added)."""
+    assert _warnings(served_run[2] / "serve.log") == []
 
 
 def invoke(url, columns, data):
@@ -286,5 +269,8 @@ def test_serve_command_serves_a_retained_checkpoint_by_epoch(served_run):
         emb = ckpt["embeddings"].to(torch.float64)
         expected = manifolds.get("poincare").distance(emb[[index["n.0"]]], emb[[index["n.1"]]]).item()
         assert resp.json()["predictions"][0]["distance"] == pytest.approx(expected, rel=1e-12)
-        assert f"Serving run {out.run_id}: hype_checkpoints/tree_epoch{epoch:04d}.pth" in \
-            (root / "serve-epoch.log").read_text()
+        log = (root / "serve-epoch.log").read_text()
+        assert f"Serving run {out.run_id}: hype_checkpoints/tree_epoch{epoch:04d}.pth" in log
+        # the checkpoint's download and the model made from it: no bar, no MLflow warning
+        assert "Downloading artifacts" not in log
+        assert _warnings(root / "serve-epoch.log") == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from tracker import layout
@@ -23,11 +26,49 @@ def _model_args(embedding: Path) -> dict:
             "code_paths": [str(PROJECT_ROOT / "hype")], "pip_requirements": pip_requirements()}
 
 
+class _NoSignatureNotice(logging.Filter):
+    """Drops MLflow's one warning that the model has no signature. It has none on purpose: it
+    takes two tables, (u, v) or (node, k), and with a signature the scoring server would check
+    and convert every request against one schema before the model's own checks name what is
+    wrong (tests/test_serving.py holds the answers they give)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to infer model signature")
+
+
+@contextmanager
+def _without_signature_notice():
+    logger = logging.getLogger("mlflow.pyfunc")  # where save_model logs it
+    quiet = _NoSignatureNotice()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+@contextmanager
+def _without_run_links():
+    """log_pyfunc's end_run is not the end of the run (finish closes it right after), so it must
+    not print MLflow's "View run ... at:" lines too: they come once, when the run is closed."""
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    before = os.environ.get(key)
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def log_pyfunc(client, run_id: str, final_path: Path) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+    with _without_run_links(), mlflow.start_run(run_id=run_id, log_system_metrics=False), \
+            _without_signature_notice():
         mlflow.pyfunc.log_model(name=layout.PYFUNC_FOLDER, **_model_args(final_path))
     # start_run/end_run marked the run FINISHED; the caller closes it properly right after.
 
@@ -36,7 +77,8 @@ def save_pyfunc(path: Path, checkpoint: Path) -> None:
     """The same model, saved to a local folder (any checkpoint, for ``cli.py serve``)."""
     import mlflow
 
-    mlflow.pyfunc.save_model(str(path), **_model_args(checkpoint))
+    with _without_signature_notice():
+        mlflow.pyfunc.save_model(str(path), **_model_args(checkpoint))
 
 
 def remove_pyfunc(client, run_id: str) -> int:

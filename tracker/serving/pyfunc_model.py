@@ -54,7 +54,10 @@ class HypeEmbedding(PythonModel):
                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         return np.array([self.index[v] for v in values], dtype=np.int64)
 
-    def predict(self, context, model_input, params=None):
+    # pd.DataFrame is what the scoring server passes. MLflow neither validates data against this
+    # hint nor infers a signature from it (unlike list[...] or pydantic hints, which would convert
+    # the request), so predict receives the table as it did without a hint.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:
             df = pd.DataFrame(model_input)
         except (ValueError, TypeError) as e:
