@@ -212,8 +212,16 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
     click.echo(f"Final model (epoch {outcome.best_epoch or outcome.epochs_run}): "
                f"mean rank {m['final_mean_rank']:.3f}, MAP {m['final_map']:.3f}")
     click.echo(outcome.stop_reason or f"finished: ran all {outcome.epochs_run} epochs")
-    click.echo(f"Training {outcome.train_seconds:.1f} s, of which tracking {outcome.tracking_seconds:.2f} s")
+    click.echo(f"Training {outcome.train_seconds:.1f} s, of which tracking {outcome.tracking_seconds:.2f} s "
+               f"on the training thread ({outcome.background_seconds:.2f} s more storing checkpoints beside "
+               "it)")
     click.echo(f"Final model file: {outcome.final_path}")
     click.echo(f"Run: {outcome.run_id} (experiment {outcome.experiment_id}) in {redact(uri)}")
     if uri.startswith("sqlite:///"):
-        click.echo(f"Browse it: mlflow ui --backend-store-uri {uri}   (or: python cli.py ui)")
+        from commands.ui import DEFAULT_PORT, HOST
+        from tracker.layout import ui_link
+
+        # MLflow 3.17 opens a fresh browser on its GenAI view whatever the experiment's tag says:
+        # the link goes straight to the model-training view of this run.
+        click.echo(f"Browse it: python cli.py ui (or: mlflow ui --backend-store-uri {uri}), then open "
+                   f"{ui_link(f'http://{HOST}:{DEFAULT_PORT}', outcome.experiment_id, outcome.run_id)}")

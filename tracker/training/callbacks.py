@@ -120,8 +120,11 @@ class TrackedTraining(RetentionPass):
         p = self.progress
         snap = Snapshot(state.epoch, dict(p.values), p.stop_state, p.resumed_from)
         if self.uploads is None:
+            t0, before = time.perf_counter(), self.background_seconds
             with interrupts.section():  # Ctrl+C waits until the checkpoint is stored and retained
                 self._store_checkpoint(ckpt, snap)
+            self.background_seconds = before  # on this thread: it is the training thread's time
+            self.tracking_seconds += time.perf_counter() - t0
             return
         t0 = time.perf_counter()
         self.uploads.submit(lambda: self._store_checkpoint(ckpt, snap))

@@ -29,9 +29,10 @@ class Outcome:
     stop_reason: str | None
     final_path: Path
     epochs_run: int
-    tracking_seconds: float
+    tracking_seconds: float  # on the training thread
     train_seconds: float
     freed_bytes: int
+    background_seconds: float = 0.0  # storing checkpoints on the uploader's thread
 
 
 def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path]:

@@ -100,7 +100,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
             f"({100 * tracked.freed_bytes / total:.0f}%) in this run")
     return Outcome(run_id, call_with_retry(client.get_run, run_id, run_id=run_id).info.experiment_id, final,
                    tracked.stop_state.best_epoch, result.stop_reason, path, result.state.epoch,
-                   tracked.tracking_seconds, train_seconds, tracked.freed_bytes)
+                   tracked.tracking_seconds, train_seconds, tracked.freed_bytes, tracked.background_seconds)
 
 
 def check_disk(tracked: TrackedTraining, state: TrainState) -> None:
