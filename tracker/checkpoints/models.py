@@ -6,18 +6,19 @@ MLflow 3's way to browse deep-learning checkpoints: one LoggedModel per checkpoi
 artifacts of its own: the weights are the run's ``hype_checkpoints/<name>`` file (its tag
 ``hype.artifact`` says where), so nothing is stored twice and the one lifecycle (inventory ->
 policies -> deleter) still owns the file. A model costs four small requests per checkpoint
-(create, tags, finalize, outputs); its metrics ride in the epoch's own ``log_batch``.
+(create with its tags, the epoch's metrics linked, finalize, outputs).
 
-Lifecycle of a model: PENDING when the epoch's metrics are logged, READY once its checkpoint is
-confirmed stored, deleted with it. A kill in between leaves a PENDING model or one whose file is
-gone; ``sync`` (resume, cleanup) finalizes or deletes those by the run's inventory.
+Lifecycle of a model: created once its checkpoint is confirmed stored (on the uploader's thread,
+never the training thread), READY a moment later, deleted with it. A kill in between leaves a
+PENDING model, or a model whose file is gone; ``sync`` (resume) replaces or deletes those by the
+run's inventory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlflow.entities import LoggedModelOutput
+from mlflow.entities import LoggedModelOutput, Metric
 from mlflow.tracking import MlflowClient
 
 from tracker import layout
@@ -74,30 +75,29 @@ class CheckpointModels:
             self._known = found
         return self._known
 
-    def begin(self, name: str, epoch: int) -> str:
-        """A PENDING model for the checkpoint about to be saved; returns its id for the metrics."""
-        stale = self.by_epoch().get(epoch)
-        if stale is not None:  # a resumed run trains this epoch again: the old model goes
+    def log(self, name: str, epoch: int, *, size: int, sha256: str | None, best: bool,
+            metrics: list | None = None) -> str:
+        """The model of a checkpoint confirmed stored: created with its tags, linked to the epoch's
+        metrics (the very Metric rows the epoch logged: MLflow stores an identical row once, so
+        the run's history is not doubled), READY, and listed in the run's outputs."""
+        if epoch in self.by_epoch():  # a resumed run trains this epoch again: the old model goes
             self.delete(epoch)
+        tags = {KIND_TAG: KIND, EPOCH_TAG: str(epoch), ARTIFACT_TAG: artifact_uri(self.run_id, name),
+                SIZE_TAG: str(size), BEST_TAG: str(best).lower(), **({SHA_TAG: sha256} if sha256 else {})}
         m = self._call(f"create the model of {name}", lambda: self.client.create_logged_model(
             self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
-            tags={KIND_TAG: KIND, EPOCH_TAG: str(epoch), ARTIFACT_TAG: artifact_uri(self.run_id, name)}))
+            tags=tags))
         self.by_epoch()[epoch] = (m.model_id, "PENDING")
-        return m.model_id
-
-    def finish(self, epoch: int, *, size: int, sha256: str | None, best: bool) -> None:
-        """Its checkpoint is confirmed stored: size, hash and best mark, READY, listed as an output."""
-        entry = self.by_epoch().get(epoch)
-        if entry is None:
-            return
-        model_id = entry[0]
-        tags = {SIZE_TAG: str(size), BEST_TAG: str(best).lower(), **({SHA_TAG: sha256} if sha256 else {})}
-        self._call("tag a checkpoint model", lambda: self.client.set_logged_model_tags(model_id, tags))
+        if metrics:
+            linked = [Metric(x.key, x.value, x.timestamp, x.step, model_id=m.model_id) for x in metrics]
+            self._call("link the epoch's metrics to its model",
+                       lambda: self.client.log_batch(self.run_id, metrics=linked))
         self._call("finalize a checkpoint model",
-                   lambda: self.client.finalize_logged_model(model_id, "READY"))
+                   lambda: self.client.finalize_logged_model(m.model_id, "READY"))
         self._call("list a checkpoint model in the run's outputs", lambda: self.client.log_outputs(
-            self.run_id, [LoggedModelOutput(model_id, epoch)]))
-        self.by_epoch()[epoch] = (model_id, "READY")
+            self.run_id, [LoggedModelOutput(m.model_id, epoch)]))
+        self.by_epoch()[epoch] = (m.model_id, "READY")
+        return m.model_id
 
     def mark_best(self, epoch: int | None, previous: int | None) -> None:
         """Move the best mark (the new best's own model is marked by ``finish``)."""
@@ -135,8 +135,6 @@ class CheckpointModels:
             status = self.by_epoch().get(epoch, (None, None))[1]
             if status == "READY":
                 continue
-            if status is None:
-                self.begin(name, epoch)
-            self.finish(epoch, size=size, sha256=sha, best=epoch == best)
-            done.append(f"{'finalized' if status else 'created'} the model of {name}")
+            self.log(name, epoch, size=size, sha256=sha, best=epoch == best)  # a PENDING one is replaced
+            done.append(f"{'replaced the unfinished' if status else 'created the'} model of {name}")
         return done

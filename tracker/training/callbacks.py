@@ -77,6 +77,7 @@ class Snapshot:
     values: dict[int, float]  # monitored metric by epoch, up to this one
     stop_state: stopping.StopState
     resumed_from: int | None
+    metrics: tuple = ()  # the epoch's Metric rows as logged, for its checkpoint's model
 
 
 class TrackedTraining(RetentionPass):
@@ -98,6 +99,7 @@ class TrackedTraining(RetentionPass):
         bound = ctx.tconfig.upload_queue
         self.uploads = CheckpointQueue(bound, say=say) if bound else None
         self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
+        self.epoch_metrics: list[Metric] = []  # the last epoch's, as logged
 
     @property
     def stop_state(self) -> stopping.StopState:
@@ -118,7 +120,8 @@ class TrackedTraining(RetentionPass):
         ckpt = state.checkpoint()
         ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
         p = self.progress
-        snap = Snapshot(state.epoch, dict(p.values), p.stop_state, p.resumed_from)
+        snap = Snapshot(state.epoch, dict(p.values), p.stop_state, p.resumed_from,
+                        tuple(self.epoch_metrics))
         if self.uploads is None:
             t0, before = time.perf_counter(), self.background_seconds
             with interrupts.section():  # Ctrl+C waits until the checkpoint is stored and retained
@@ -157,12 +160,8 @@ class TrackedTraining(RetentionPass):
         values = {"loss": result.loss, "lr": result.lr, "epoch_seconds": result.seconds,
                   **result.metrics}
         now = int(time.time() * 1000)
-        models = self.ctx.checkpoints.models
-        model_id = None
-        if models is not None:  # the checkpoint's model: its metrics link to it (the UI's table)
-            name = names.checkpoint_name(self.tconfig.model_name, result.epoch)
-            model_id = self._store(models.begin, name, result.epoch)
-        metrics = [Metric(k, float(v), now, result.epoch, model_id=model_id) for k, v in values.items()]
+        metrics = [Metric(k, float(v), now, result.epoch) for k, v in values.items()]
+        self.epoch_metrics = metrics  # the checkpoint's model links these very rows
         # Tags ride along only when they changed: each one costs a write in the store.
         tags = retained_tags(self.progress.retained)
         if self.stop_state.best_epoch is not None:
@@ -228,7 +227,7 @@ class TrackedTraining(RetentionPass):
         listing = self._upload(path)
         faults.point("upload")
         manifest.set_state(epoch, "stored")
-        self._finish_model(epoch, size, recorded.get("sha256"), snap.stop_state.best_epoch)
+        self._log_model(epoch, name, size, recorded.get("sha256"), snap)
         if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
             projected = size * (self.config.epochs - epoch + len(self.progress.retained) + 1)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
@@ -239,11 +238,13 @@ class TrackedTraining(RetentionPass):
         self.apply_retention(listing=listing, saved=name, snap=replace(snap, resumed_from=None))
         self.background_seconds += time.perf_counter() - t0
 
-    def _finish_model(self, epoch: int, size: int, sha256: str | None, best: int | None) -> None:
+    def _log_model(self, epoch: int, name: str, size: int, sha256: str | None, snap: Snapshot) -> None:
         models = self.ctx.checkpoints.models
         if models is None:
             return
-        self._store(models.finish, epoch, size=size, sha256=sha256, best=best == epoch)
+        best = snap.stop_state.best_epoch
+        self._store(models.log, name, epoch, size=size, sha256=sha256, best=best == epoch,
+                    metrics=list(snap.metrics))
         if best == epoch and self.marked_best not in (None, epoch):
             self._store(models.mark_best, epoch, self.marked_best)
         if best == epoch:
