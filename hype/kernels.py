@@ -32,13 +32,29 @@ thread: 157k edge-updates/s before these changes, about 640k after):
   search of cdf per draw, which made a burn-in epoch 4x slower than the others;
 - the neighbour test is one load from a per-call array of stamps (u and its neighbours carry
   the current edge's number) instead of a binary search of u's neighbour list.
-The manifold is an integer (hype.manifolds.KERNEL_ID) so that one compiled loop serves all three.
+
+What makes the first run fast (issue 14; benchmarks/first_run.py, docs/performance.md): a run
+compiles one manifold's kernel, for one signature, once per machine.
+- The manifold is an integer (hype.manifolds.KERNEL_ID), but each manifold has its own entry
+  point (_pass_poincare, ...) that hands it as a constant to the inline="always" loop: numba
+  prunes the other manifolds' branches before typing, so their functions (_lorentz_target, ...)
+  are never compiled. The per-manifold functions themselves are compiled once each and
+  inlined by LLVM (forceinline); inlining them in numba's IR instead doubled the compile time.
+- Fewer compilation units: each costs numba a pipeline and an LLVM module. The scratch arrays
+  and the alias table's are allocated by numpy in the Python wrappers (no numpy allocation code
+  is compiled), and the random-number helpers, a few instructions each, are inlined.
+- The entries are called through hype.jit, which compiles under a file lock: ranks that start
+  together load what the first one compiled.
+Everything compiled lives in this file: numba's cache checks only the source of the file a
+cached function is in, so a callee in another module could change unnoticed.
 """
 
 import math
 
 import numpy as np
 from numba import njit
+
+from hype import jit
 
 POINCARE, LORENTZ, EUCLIDEAN = 0, 1, 2
 BOUNDARY_EPS = 1e-5  # same as hype.manifolds.poincare.BOUNDARY_EPS
@@ -56,190 +72,76 @@ _S30, _S27, _S31, _S32 = (np.uint64(s) for s in (30, 27, 31, 32))
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
-@njit(cache=True, nogil=True, inline="always")
+# -- random numbers ---------------------------------------------------------------------------
+# _mix, _next and _draw are a few instructions each: inlined, they save numba a compilation
+# unit apiece (about 0.1 s each on a first run); _seed is also called from Python.
+
+@njit(inline="always")
 def _mix(z):
     z = (z ^ (z >> _S30)) * _MIX1
     z = (z ^ (z >> _S27)) * _MIX2
     return z ^ (z >> _S31)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(inline="always")
 def _next(state):
     """Next 64 random bits; state is a (1,) uint64 array owned by one thread."""
     state[0] += _GOLDEN
     return _mix(state[0])
 
 
-@njit(cache=True, nogil=True)
-def rng_state(seed):
-    """A (1,) uint64 splitmix64 state from an integer seed (mixed, so nearby seeds diverge)."""
-    state = np.empty(1, dtype=np.uint64)
+@njit(cache=True, nogil=True, _nrt=False)
+def _seed(state, seed):
+    """state (1,) uint64 <- the stream of an integer seed (mixed, so nearby seeds diverge)."""
     state[0] = _mix(np.uint64(seed) + _GOLDEN)
+
+
+def rng_state(seed: int) -> np.ndarray:
+    """A (1,) uint64 splitmix64 state for `seed`."""
+    state = np.empty(1, dtype=np.uint64)
+    jit.call(_seed, state, int(seed))
     return state
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _retract_row(mid, emb, r, grad, scale):
-    """emb[r] <- retract(emb[r], -scale * grad), in place, then back onto the manifold."""
-    dim = emb.shape[1]
-    if mid == LORENTZ:
-        # exp map; the tangent norm is clamped so that cosh/sinh stay finite
-        sq = -grad[0] * grad[0]
-        for k in range(1, dim):
-            sq += grad[k] * grad[k]
-        norm = math.sqrt(max(sq, 0.0))
-        n = abs(scale) * norm  # |step| in the tangent space; scale < 0 moves towards
-        if n < 1e-15:
-            return
-        c = math.cosh(min(n, 50.0))
-        s = math.sinh(min(n, 50.0)) / norm * (1.0 if scale > 0 else -1.0)
-        space = 0.0
-        for k in range(1, dim):
-            x = c * emb[r, k] - s * grad[k]
-            emb[r, k] = x
-            space += x * x
-        emb[r, 0] = math.sqrt(1.0 + space)
-        return
-    sq = 0.0
-    for k in range(dim):
-        x = emb[r, k] - scale * grad[k]
-        emb[r, k] = x
-        sq += x * x
-    if mid == POINCARE and sq > _MAX_NORM_SQ:
-        shrink = (1.0 - BOUNDARY_EPS) / math.sqrt(sq)
-        for k in range(dim):
-            emb[r, k] *= shrink
+@njit(inline="always")
+def _draw(state, n, prob, alias):
+    """A node index: uniform, or from the alias table (burn-in) when it is non-empty.
 
-
-@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
-def _edge_step(emb, mid, u, targets, step, rows, scal, uu, gu, grad):
-    """edge_step with its real scratch: rows (1 + K, D), scal (5, 1 + K), uu, gu, grad (D,)."""
-    n = targets.shape[0]
-    dim = emb.shape[1]
-    sx = 0.0
-    for k in range(dim):
-        x = emb[u, k]
-        uu[k] = x  # u is never among its targets, but the copy keeps the row in registers/L1
-        sx += x * x
-    alpha = max(1.0 - sx, _EPS)
-    w_min = 1e300
-    for j in range(n):
-        t = targets[j]
-        if mid == LORENTZ:
-            z = 0.0
-            for k in range(1, dim):
-                y = emb[t, k]
-                rows[j, k] = y
-                z -= uu[k] * y
-            y = emb[t, 0]
-            rows[j, 0] = y
-            z = max(z + uu[0] * y, 1.0 + _EPS)
-            root = math.sqrt(max(z * z - 1.0, _EPS))
-            r = 1.0 / (root * (z + root))  # the only division per target
-            inv_root = (z + root) * r
-            scal[_W, j] = root * r  # exp(-arcosh z) = 1 / (z + root)
-            scal[_CX, j] = z * inv_root
-            scal[_AX, j] = inv_root
-            scal[_CY, j] = z * inv_root
-            scal[_AY, j] = inv_root
-        elif mid == POINCARE:
-            sy = 0.0
-            xy = 0.0
-            for k in range(dim):
-                y = emb[t, k]
-                rows[j, k] = y
-                sy += y * y
-                xy += uu[k] * y
-            beta = max(1.0 - sy, _EPS)
-            # cosh d = g = num / den with den = alpha beta, num = den + 2 |u - v|^2, so
-            # g^2 - 1 = 4 |u - v|^2 (den + |u - v|^2) / den^2 (no cancellation near g = 1), and
-            # with s = den sqrt(g^2 - 1): exp(-d) = den / (num + s), 1 / (beta root) = alpha / s.
-            sq_diff = max(sx + sy - 2.0 * xy, 0.0)
-            den = alpha * beta
-            num = den + 2.0 * sq_diff
-            s = math.sqrt(max(4.0 * sq_diff * (den + sq_diff), _EPS * den * den))
-            r = 1.0 / (s * (num + s))  # the only division per target
-            inv_s = (num + s) * r
-            scal[_W, j] = den * s * r
-            scal[_CX, j] = (1.0 - 2.0 * xy + sy) * alpha * inv_s
-            scal[_AX, j] = alpha * alpha * inv_s
-            scal[_CY, j] = (1.0 - 2.0 * xy + sx) * beta * inv_s
-            scal[_AY, j] = beta * beta * inv_s
-        else:
-            d = 0.0
-            for k in range(dim):
-                y = emb[t, k]
-                rows[j, k] = y
-                diff = uu[k] - y
-                d += diff * diff
-            scal[_W, j] = d  # the distance for now; exp(w_min - d) below
-            w_min = min(w_min, d)
-            scal[_CX, j] = 2.0
-            scal[_AX, j] = 2.0
-            scal[_CY, j] = 2.0
-            scal[_AY, j] = 2.0
-    if mid == EUCLIDEAN:
-        # softmax over -d, shifted by the smallest distance for stability
-        for j in range(n):
-            scal[_W, j] = math.exp(w_min - scal[_W, j])
-    total = 0.0
-    for j in range(n):
-        total += scal[_W, j]
-    loss = -math.log(max(scal[_W, 0] / total, 1e-300))
-    inv_total = 1.0 / total
-    for k in range(dim):
-        gu[k] = 0.0
-    a = 0.0  # sum_j d'_j cx_j: u's gradient is a * u - gu
-    for j in range(n):
-        c = -scal[_W, j] * inv_total + (1.0 if j == 0 else 0.0)  # d' = dL/dd_j
-        a += c * scal[_CX, j]
-        kx = c * scal[_AX, j]
-        cy = scal[_CY, j]
-        ay = scal[_AY, j]
-        for k in range(dim):
-            gu[k] += kx * rows[j, k]
-            grad[k] = cy * rows[j, k] - ay * uu[k]
-        _retract_row(mid, emb, targets[j], grad, step * c)
-    for k in range(dim):
-        grad[k] = a * uu[k] - gu[k]
-    _retract_row(mid, emb, u, grad, step)
-    return loss
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def edge_step(emb, mid, u, targets, step):
-    """One SGD step on the edge (u, targets[0]) with negatives targets[1:], in place.
-
-    emb: (N, D) float64; targets: (1 + K,) int64. All gradients are taken at the current
-    points, then applied. Returns the edge's loss. For tests and one-off steps: it allocates
-    its scratch per call, where train_edges allocates it once per pass.
+    One 64-bit draw serves both: the high 32 bits pick the slot, the low 32 bits the coin.
     """
-    n = targets.shape[0]
-    dim = emb.shape[1]
-    return _edge_step(emb, mid, u, targets, step, np.empty((n, dim)), np.empty((5, n)),
-                      np.empty(dim), np.empty(dim), np.empty(dim))
+    r = _next(state)
+    i = np.int64(((r >> _S32) * np.uint64(n)) >> _S32)
+    if prob.shape[0] == 0:
+        return i
+    coin = np.float64(r & _LOW32) * (1.0 / 4294967296.0)
+    return i if coin < prob[i] else alias[i]
 
 
-@njit(cache=True, nogil=True)
-def alias_table(cdf):
+# -- negatives --------------------------------------------------------------------------------
+
+def alias_table(cdf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Walker's alias table (Vose's construction) for the weights whose cumulative sum is cdf.
 
     cdf: (N,) or (0,) float64 -> prob (N,) float64, alias (N,) int64; empty for an empty cdf.
     Drawing i uniformly, then keeping it with probability prob[i] or taking alias[i] instead,
     samples node w with probability (cdf[w] - cdf[w - 1]) / cdf[-1], in O(1) per draw.
     """
+    cdf = np.ascontiguousarray(cdf, dtype=np.float64)
     n = cdf.shape[0]
     prob = np.ones(n)
-    alias = np.arange(n)
+    alias = np.arange(n, dtype=np.int64)
     if n == 0:
         return prob, alias
-    scaled = np.empty(n)  # weights scaled to mean 1
-    prev = 0.0
-    for i in range(n):
-        scaled[i] = (cdf[i] - prev) * n / cdf[n - 1]
-        prev = cdf[i]
-    small = np.empty(n, dtype=np.int64)  # two stacks: below and at-or-above the mean
-    large = np.empty(n, dtype=np.int64)
+    scaled = np.diff(cdf, prepend=0.0) * n / cdf[n - 1]  # weights scaled to mean 1
+    jit.call(_vose, scaled, prob, alias, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64))
+    return prob, alias
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _vose(scaled, prob, alias, small, large):
+    """alias_table's loop, in place; small and large (N,) are its two stacks: weights below
+    and at-or-above the mean. What is left at the end is 1 up to rounding: prob stays 1."""
+    n = scaled.shape[0]
     ns = 0
     nl = 0
     for i in range(n):
@@ -260,22 +162,6 @@ def alias_table(cdf):
             nl -= 1
             small[ns] = g
             ns += 1
-    # what is left is 1 up to rounding: prob stays 1, alias itself
-    return prob, alias
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _draw(state, n, prob, alias):
-    """A node index: uniform, or from the alias table (burn-in) when it is non-empty.
-
-    One 64-bit draw serves both: the high 32 bits pick the slot, the low 32 bits the coin.
-    """
-    r = _next(state)
-    i = np.int64(((r >> _S32) * np.uint64(n)) >> _S32)
-    if prob.shape[0] == 0:
-        return i
-    coin = np.float64(r & _LOW32) * (1.0 / 4294967296.0)
-    return i if coin < prob[i] else alias[i]
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -299,22 +185,300 @@ def _sample(u, v, n, negs, indptr, indices, prob, alias, out, state, mark, stamp
         out[j] = w
 
 
-@njit(cache=True, nogil=True)
-def sample_negatives(u, v, n, negs, indptr, indices, cdf, out):
+def sample_negatives(u, v, n, negs, indptr, indices, cdf, out) -> None:
     """Fill out[1:] with negatives for u: not u, not an out-neighbour of u. out[0] = v.
 
     A slot that finds no non-neighbour in _MAX_TRIES draws repeats v, whose softmax term then
     cancels out of the loss's gradient direction (as padding does in the original).
-    The stream is seeded from numba's np.random, so np.random.seed makes this call repeatable;
-    train_edges keeps one splitmix64 stream and one mark array per call instead.
+    The stream is seeded from NumPy's global generator, so np.random.seed makes this call
+    repeatable; train_edges keeps one splitmix64 stream and one mark array per call instead.
     """
     prob, alias = alias_table(cdf)
-    _sample(u, v, n, negs, indptr, indices, prob, alias, out,
-            rng_state(np.random.randint(0, 2**62)), np.zeros(n, dtype=np.int32), np.int32(1))
+    jit.call(_sample, int(u), int(v), int(n), int(negs), _int64(indptr), _int64(indices), prob,
+             alias, out, rng_state(np.random.randint(0, 2**62)), np.zeros(n, dtype=np.int32),
+             np.int32(1))
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def train_edges(emb, mid, edges, order, indptr, indices, cdf, negs, step, seed):
+# -- geometry: one function per manifold, compiled only for the manifold a run uses ------------
+# forceinline: LLVM inlines them into the entry when it links (called per target, as calls they
+# made an epoch 1.5x slower); numba still compiles each once, however many its call sites.
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True)
+def _poincare_target(emb, t, uu, sx, rows, scal, j):
+    """rows[j] <- emb[t]; scal[:, j] <- exp(-d(u, t)) and the coefficients, for |u|^2 = sx."""
+    dim = emb.shape[1]
+    sy = 0.0
+    xy = 0.0
+    for k in range(dim):
+        y = emb[t, k]
+        rows[j, k] = y
+        sy += y * y
+        xy += uu[k] * y
+    alpha = max(1.0 - sx, _EPS)
+    beta = max(1.0 - sy, _EPS)
+    # cosh d = g = num / den with den = alpha beta, num = den + 2 |u - v|^2, so
+    # g^2 - 1 = 4 |u - v|^2 (den + |u - v|^2) / den^2 (no cancellation near g = 1), and
+    # with s = den sqrt(g^2 - 1): exp(-d) = den / (num + s), 1 / (beta root) = alpha / s.
+    sq_diff = max(sx + sy - 2.0 * xy, 0.0)
+    den = alpha * beta
+    num = den + 2.0 * sq_diff
+    s = math.sqrt(max(4.0 * sq_diff * (den + sq_diff), _EPS * den * den))
+    r = 1.0 / (s * (num + s))  # the only division per target
+    inv_s = (num + s) * r
+    scal[_W, j] = den * s * r
+    scal[_CX, j] = (1.0 - 2.0 * xy + sy) * alpha * inv_s
+    scal[_AX, j] = alpha * alpha * inv_s
+    scal[_CY, j] = (1.0 - 2.0 * xy + sx) * beta * inv_s
+    scal[_AY, j] = beta * beta * inv_s
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True)
+def _lorentz_target(emb, t, uu, rows, scal, j):
+    """rows[j] <- emb[t]; scal[:, j] <- exp(-d(u, t)) and the coefficients."""
+    dim = emb.shape[1]
+    z = 0.0
+    for k in range(1, dim):
+        y = emb[t, k]
+        rows[j, k] = y
+        z -= uu[k] * y
+    y = emb[t, 0]
+    rows[j, 0] = y
+    z = max(z + uu[0] * y, 1.0 + _EPS)
+    root = math.sqrt(max(z * z - 1.0, _EPS))
+    r = 1.0 / (root * (z + root))  # the only division per target
+    inv_root = (z + root) * r
+    scal[_W, j] = root * r  # exp(-arcosh z) = 1 / (z + root)
+    scal[_CX, j] = z * inv_root
+    scal[_AX, j] = inv_root
+    scal[_CY, j] = z * inv_root
+    scal[_AY, j] = inv_root
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True)
+def _euclidean_target(emb, t, uu, rows, scal, j):
+    """rows[j] <- emb[t]; scal[:, j] <- d(u, t) (exp(w_min - d) later) and the coefficients.
+    Returns d."""
+    dim = emb.shape[1]
+    d = 0.0
+    for k in range(dim):
+        y = emb[t, k]
+        rows[j, k] = y
+        diff = uu[k] - y
+        d += diff * diff
+    scal[_W, j] = d
+    scal[_CX, j] = 2.0
+    scal[_AX, j] = 2.0
+    scal[_CY, j] = 2.0
+    scal[_AY, j] = 2.0
+    return d
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True)
+def _lorentz_retract(emb, r, grad, scale):
+    """emb[r] <- exp_emb[r](-scale * grad), in place; the tangent norm is clamped so that
+    cosh/sinh stay finite."""
+    dim = emb.shape[1]
+    sq = -grad[0] * grad[0]
+    for k in range(1, dim):
+        sq += grad[k] * grad[k]
+    norm = math.sqrt(max(sq, 0.0))
+    n = abs(scale) * norm  # |step| in the tangent space; scale < 0 moves towards
+    if n < 1e-15:
+        return
+    c = math.cosh(min(n, 50.0))
+    s = math.sinh(min(n, 50.0)) / norm * (1.0 if scale > 0 else -1.0)
+    space = 0.0
+    for k in range(1, dim):
+        x = c * emb[r, k] - s * grad[k]
+        emb[r, k] = x
+        space += x * x
+    emb[r, 0] = math.sqrt(1.0 + space)
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True)
+def _euclidean_retract(emb, r, grad, scale):
+    """emb[r] <- emb[r] - scale * grad, in place."""
+    for k in range(emb.shape[1]):
+        emb[r, k] -= scale * grad[k]
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True)
+def _poincare_retract(emb, r, grad, scale):
+    """The Euclidean step, then back inside the ball (norm <= 1 - BOUNDARY_EPS)."""
+    sq = 0.0
+    for k in range(emb.shape[1]):
+        x = emb[r, k] - scale * grad[k]
+        emb[r, k] = x
+        sq += x * x
+    if sq > _MAX_NORM_SQ:
+        shrink = (1.0 - BOUNDARY_EPS) / math.sqrt(sq)
+        for k in range(emb.shape[1]):
+            emb[r, k] *= shrink
+
+
+# -- the per-edge step and the pass: generic in mid, inlined into one entry per manifold -------
+# inline="always" (numba IR) because they carry `mid`: inlined into an entry that passes a
+# constant, their branches on mid are pruned before typing, and the entry's flags apply.
+# The per-manifold functions they call are not inlined in numba's IR (forceinline, above):
+# that doubled the compile time (1.6 -> 3.1 s), as the retraction has two call sites.
+
+@njit(inline="always")
+def _edge_step(mid, emb, u, targets, step, work):
+    """edge_step with its scratch: work = rows (1 + K, D), scal (5, 1 + K), uu, gu, grad (D,)."""
+    rows, scal, uu, gu, grad = work
+    n = targets.shape[0]
+    dim = emb.shape[1]
+    sx = 0.0
+    for k in range(dim):
+        x = emb[u, k]
+        uu[k] = x  # u is never among its targets, but the copy keeps the row in registers/L1
+        sx += x * x
+    w_min = 1e300
+    for j in range(n):
+        if mid == LORENTZ:
+            _lorentz_target(emb, targets[j], uu, rows, scal, j)
+        elif mid == POINCARE:
+            _poincare_target(emb, targets[j], uu, sx, rows, scal, j)
+        else:
+            w_min = min(w_min, _euclidean_target(emb, targets[j], uu, rows, scal, j))
+    if mid == EUCLIDEAN:
+        # softmax over -d, shifted by the smallest distance for stability
+        for j in range(n):
+            scal[_W, j] = math.exp(w_min - scal[_W, j])
+    total = 0.0
+    for j in range(n):
+        total += scal[_W, j]
+    loss = -math.log(max(scal[_W, 0] / total, 1e-300))
+    inv_total = 1.0 / total
+    for k in range(dim):
+        gu[k] = 0.0
+    a = 0.0  # sum_j d'_j cx_j: u's gradient is a * u - gu
+    for j in range(n):
+        c = -scal[_W, j] * inv_total + (1.0 if j == 0 else 0.0)  # d' = dL/dd_j
+        a += c * scal[_CX, j]
+        kx = c * scal[_AX, j]
+        cy = scal[_CY, j]
+        ay = scal[_AY, j]
+        for k in range(dim):
+            gu[k] += kx * rows[j, k]
+            grad[k] = cy * rows[j, k] - ay * uu[k]
+        if mid == LORENTZ:  # the target's row moves along -step c grad, onto the manifold
+            _lorentz_retract(emb, targets[j], grad, step * c)
+        elif mid == POINCARE:
+            _poincare_retract(emb, targets[j], grad, step * c)
+        else:
+            _euclidean_retract(emb, targets[j], grad, step * c)
+    for k in range(dim):
+        grad[k] = a * uu[k] - gu[k]
+    if mid == LORENTZ:
+        _lorentz_retract(emb, u, grad, step)
+    elif mid == POINCARE:
+        _poincare_retract(emb, u, grad, step)
+    else:
+        _euclidean_retract(emb, u, grad, step)
+    return loss
+
+
+@njit(inline="always")
+def _pass(mid, emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling, work):
+    """train_edges' loop; sampling = targets (1 + K,) int64, mark (N,) int32, state (1,) uint64."""
+    targets, mark, state = sampling
+    _seed(state, seed)
+    n = emb.shape[0]
+    total = 0.0
+    for i in range(order.shape[0]):
+        e = order[i]
+        u = edges[e, 0]
+        _sample(u, edges[e, 1], n, negs, indptr, indices, prob, alias, targets, state, mark,
+                np.int32(i + 1))
+        total += _edge_step(mid, emb, u, targets, step, work)
+    return total
+
+
+# -- entry points: one per manifold and job, each compiled the first time a run calls it -------
+# (N, D) float64 emb; int64 graph arrays; float64 prob, int64 alias; ints negs, seed; float step
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
+def _pass_poincare(emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling,
+                   work):
+    return _pass(POINCARE, emb, edges, order, indptr, indices, prob, alias, negs, step, seed,
+                 sampling, work)
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
+def _pass_lorentz(emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling,
+                  work):
+    return _pass(LORENTZ, emb, edges, order, indptr, indices, prob, alias, negs, step, seed,
+                 sampling, work)
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
+def _pass_euclidean(emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling,
+                    work):
+    return _pass(EUCLIDEAN, emb, edges, order, indptr, indices, prob, alias, negs, step, seed,
+                 sampling, work)
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
+def _step_poincare(emb, u, targets, step, work):
+    return _edge_step(POINCARE, emb, u, targets, step, work)
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
+def _step_lorentz(emb, u, targets, step, work):
+    return _edge_step(LORENTZ, emb, u, targets, step, work)
+
+
+@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
+def _step_euclidean(emb, u, targets, step, work):
+    return _edge_step(EUCLIDEAN, emb, u, targets, step, work)
+
+
+_PASS = {POINCARE: _pass_poincare, LORENTZ: _pass_lorentz, EUCLIDEAN: _pass_euclidean}
+_STEP = {POINCARE: _step_poincare, LORENTZ: _step_lorentz, EUCLIDEAN: _step_euclidean}
+
+
+def _entry(table: dict, mid: int):
+    try:
+        return table[mid]
+    except KeyError:
+        raise ValueError(f"Unknown manifold id {mid!r} (choose from {sorted(table)}: "
+                         "hype.manifolds.KERNEL_ID)") from None
+
+
+def _int64(a: np.ndarray) -> np.ndarray:
+    """The one array type the entries are compiled for (a no-op for the graph's own arrays)."""
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _check_emb(emb: np.ndarray) -> None:
+    # updated in place, so it cannot be converted
+    if emb.dtype != np.float64 or emb.ndim != 2 or not emb.flags.c_contiguous or not emb.flags.writeable:
+        raise ValueError(f"emb must be a writeable C-contiguous (N, D) float64 array, got {emb.dtype} "
+                         f"{emb.shape} (contiguous: {emb.flags.c_contiguous}, writeable: "
+                         f"{emb.flags.writeable})")
+
+
+def _work(n_targets: int, dim: int) -> tuple:
+    """An edge step's scratch: rows (1 + K, D), scal (5, 1 + K), uu, gu, grad (D,)."""
+    return (np.empty((n_targets, dim)), np.empty((5, n_targets)), np.empty(dim), np.empty(dim),
+            np.empty(dim))
+
+
+def edge_step(emb: np.ndarray, mid: int, u: int, targets: np.ndarray, step: float) -> float:
+    """One SGD step on the edge (u, targets[0]) with negatives targets[1:], in place.
+
+    emb: (N, D) float64; targets: (1 + K,) int64. All gradients are taken at the current
+    points, then applied. Returns the edge's loss. For tests and one-off steps: it allocates
+    its scratch per call, where train_edges allocates it once per pass.
+    """
+    _check_emb(emb)
+    targets = _int64(targets)
+    return jit.call(_entry(_STEP, mid), emb, int(u), targets, float(step),
+                    _work(targets.shape[0], emb.shape[1]))
+
+
+def train_edges(emb, mid, edges, order, indptr, indices, cdf, negs, step, seed) -> float:
     """One pass over edges[order] (a shuffled slice of an epoch). Returns the summed loss.
 
     emb: (N, D) float64, updated in place (one rank's copy with several workers);
@@ -323,31 +487,12 @@ def train_edges(emb, mid, edges, order, indptr, indices, cdf, negs, step, seed):
     """
     if order.shape[0] >= 2**31 - 1:
         raise ValueError("train_edges: at most 2**31 - 2 edges per call (int32 stamps)")
-    state = rng_state(seed)
-    n = emb.shape[0]
-    mark = np.zeros(n, dtype=np.int32)  # see _sample: mark[w] == i + 1 while edge i excludes w
-    dim = emb.shape[1]
-    targets = np.empty(negs + 1, dtype=np.int64)
-    rows = np.empty((negs + 1, dim))  # (1 + K, D) the targets' coordinates before the step
-    scal = np.empty((5, negs + 1))
-    uu = np.empty(dim)
-    gu = np.empty(dim)
-    grad = np.empty(dim)
+    _check_emb(emb)
+    n, dim = emb.shape
     prob, alias = alias_table(cdf)  # O(N), against a binary search of cdf per draw
-    return _pass(emb, mid, edges, order, indptr, indices, prob, alias, negs, step, state, mark,
-                 targets, rows, scal, uu, gu, grad)
-
-
-@njit(cache=True, nogil=True, fastmath=True, _nrt=False)
-def _pass(emb, mid, edges, order, indptr, indices, prob, alias, negs, step, state, mark, targets,
-          rows, scal, uu, gu, grad):
-    """train_edges' loop, without reference counting (it allocates nothing)."""
-    n = emb.shape[0]
-    total = 0.0
-    for i in range(order.shape[0]):
-        e = order[i]
-        u = edges[e, 0]
-        _sample(u, edges[e, 1], n, negs, indptr, indices, prob, alias, targets, state, mark,
-                np.int32(i + 1))
-        total += _edge_step(emb, mid, u, targets, step, rows, scal, uu, gu, grad)
-    return total
+    # see _sample: mark[w] == i + 1 while edge i excludes w
+    sampling = (np.empty(negs + 1, dtype=np.int64), np.zeros(n, dtype=np.int32),
+                np.empty(1, dtype=np.uint64))
+    return jit.call(_entry(_PASS, mid), emb, _int64(edges), _int64(order), _int64(indptr),
+                    _int64(indices), prob, alias, int(negs), float(step), int(seed), sampling,
+                    _work(negs + 1, dim))
