@@ -1,4 +1,11 @@
-"""The compiled per-edge step against torch autograd + Riemannian SGD on the same inputs."""
+"""The compiled per-edge step against torch autograd + Riemannian SGD on the same inputs, and
+what a run compiles."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +13,8 @@ import torch
 
 from hype import kernels, manifolds
 from hype.model import edge_loss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _points(manifold, n, dim, seed, scale):
@@ -100,3 +109,55 @@ def test_burnin_negatives_follow_the_degree_weights():
     freq = np.bincount(out[1:], minlength=n) / 20_000
     np.testing.assert_allclose(freq[1:], weights[1:] / weights[1:].sum(), atol=0.02)
     assert freq[0] == 0
+
+
+# What a run compiles (issue 14): fresh interpreters, as a run starts, each printing the numba
+# functions it compiled (numba's compile events) and those it has an overload of at the end.
+_RUN = """
+import json, sys
+import numpy as np
+import torch
+from numba.core import event
+from hype import evaluate, kernels
+from hype.data import from_edges
+
+compiled = []
+event.register("numba:compile", type("L", (event.Listener,), {
+    "on_start": lambda self, ev: None,
+    "on_end": lambda self, ev: compiled.append(ev.data["dispatcher"].py_func.__name__)})())
+n = 30
+edges = np.array([(i, (i + 1) % n) for i in range(n)] + [(i, (i + 2) % n) for i in range(n)])
+graph = from_edges([f"n{i}" for i in range(n)], edges)
+emb = torch.rand(n, 3, dtype=torch.float64) * 0.1
+kernels.train_edges(emb.numpy(), 0, graph.edges, np.arange(graph.num_edges), graph.indptr,
+                    graph.indices, np.cumsum(np.ones(n)), 5, 0.01, 1)
+evaluate.reconstruction(emb, graph, "poincare")
+have = sorted(name for mod in (kernels, evaluate) for name, f in vars(mod).items()
+              if getattr(f, "signatures", None))
+print(json.dumps({"compiled": compiled, "have": have}))
+"""
+
+
+def _start(cache_dir):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    return subprocess.Popen([sys.executable, "-c", _RUN], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.splitlines()[-1])
+
+
+def test_runs_started_together_compile_one_manifold_once(tmp_path):
+    """Two fresh interpreters on an empty cache, like the ranks of --workers on a fresh clone:
+    one compiles each entry, the other waits for the lock and loads it; neither compiles (or
+    loads) anything of the manifolds a Poincaré run does not use. About 10 s."""
+    results = [_result(p) for p in [_start(tmp_path), _start(tmp_path)]]
+    for name in ("_pass_poincare", "_rank_poincare"):
+        assert sum(r["compiled"].count(name) for r in results) == 1, results
+        assert all(name in r["have"] for r in results)
+    others = [n for r in results for n in r["compiled"] + r["have"]
+              if "lorentz" in n or "euclidean" in n]
+    assert others == []  # pruned before typing
