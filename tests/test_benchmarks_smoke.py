@@ -2,7 +2,7 @@
 
 import math
 
-from benchmarks import mammals, throughput
+from benchmarks import first_run, mammals, throughput
 from benchmarks.mammals import Point, first_reaching
 
 
@@ -42,3 +42,16 @@ def test_throughput_smoke(capsys):
     assert [m.workers for m in results] == [1, 2]
     assert all(len(m.rates) == 2 and min(m.rates) > 0 for m in results)
     assert "speedup 1 -> 2 workers" in out and "peak RSS" in out
+
+
+def test_first_run_smoke(capsys):
+    """One 2-epoch `cli.py train` through the script's timed child (about 8 s, mostly the CLI's
+    imports and the new store); the fresh-cache pair of runs is the script's default."""
+    first, warm, helps = first_run.main(["--smoke"])
+    out = capsys.readouterr().out
+    assert warm is None and len(helps) == 1
+    assert 0 < first.training_s < first.wall_s
+    assert len(first.epochs) == 2 and len(first.evals) == 1  # the last epoch is evaluated
+    assert first.compiles or first.loads  # the kernels came from numba, one way or the other
+    assert "training s (compile included)" in out and "against the target of <= 15 s" in out
+    assert "cli.py --help: median" in out and "CPU: " in out
