@@ -52,7 +52,8 @@ def _pipe_above_4(*, reader: bool) -> tuple[int, int]:
 
 
 class Page:
-    """One tab of a fresh chromium profile: navigate, wait for JS conditions, click, screenshot."""
+    """One tab of a fresh chromium profile: navigate, wait for JS conditions, click, scroll,
+    screenshot. `clicks` counts the clicks so far, for tests that bound how many a person needs."""
 
     def __init__(self, profile: Path, log: Path):
         exe = chromium_or_fail()
@@ -73,6 +74,7 @@ class Page:
         os.close(to_child)
         os.close(from_child)
         self._log, self._buf, self._next_id, self._session = log, b"", 0, None
+        self.clicks = 0
         try:
             target = self._send("Target.createTarget", url="about:blank")["targetId"]
             self._session = self._send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
@@ -113,6 +115,9 @@ class Page:
     def goto(self, url: str) -> None:
         self.send("Page.navigate", url=url)
 
+    def reload(self) -> None:
+        self.send("Page.reload", ignoreCache=True)
+
     def js(self, expression: str):
         """The value of a JS expression in the page (promises awaited); raises on a JS error."""
         got = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -139,17 +144,32 @@ class Page:
     def url(self) -> str:
         return self.js("location.href")
 
+    def _centre(self, expression: str, what: str, timeout_s: float, *, scroll: bool) -> dict:
+        """Where the element the expression finds has its centre ({x, y}), once it has a size;
+        `scroll`: brought into view first, as a person scrolls to what they are about to click."""
+        into_view = " el.scrollIntoView({block: 'center'});" if scroll else ""
+        return self.wait_for(
+            f"(() => {{ const el = {expression}; if (!el) return null;{into_view}"
+            " const r = el.getBoundingClientRect();"
+            " return r.width && r.height ? {x: r.x + r.width / 2, y: r.y + r.height / 2} : null; })()",
+            what, timeout_s)
+
     def click(self, expression: str, what: str, timeout_s: float = 30.0) -> None:
         """Click the element the expression finds, with the mouse at its centre, as a person
         would: an element covered by another one (a pop-over) gets no click."""
-        box = self.wait_for(
-            f"(() => {{ const el = {expression}; if (!el) return null;"
-            " el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect();"
-            " return r.width && r.height ? {x: r.x + r.width / 2, y: r.y + r.height / 2} : null; })()",
-            what, timeout_s)
+        box = self._centre(expression, what, timeout_s, scroll=True)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="left",
                       clickCount=1)
+        self.clicks += 1
+
+    def wheel(self, expression: str, what: str, *, dx: float = 0, dy: float = 0,
+              timeout_s: float = 30.0) -> None:
+        """Turn the mouse wheel (dx: a trackpad's sideways swipe) over the element's centre: it
+        scrolls whatever scrolls under the mouse there, and is no click."""
+        box = self._centre(expression, what, timeout_s, scroll=False)
+        self.send("Input.dispatchMouseEvent", type="mouseWheel", x=box["x"], y=box["y"],
+                  deltaX=dx, deltaY=dy)
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]

@@ -32,6 +32,8 @@ PG_OS_USER = "nobody"
 # A fresh SQLite store is migrated by the `mlflow server` process before uvicorn starts;
 # with imports that takes about 4 s, so a minute only runs out when something is wrong.
 START_TIMEOUT_S = 60.0
+# `mlflow models serve` (through `cli.py serve`) imports the model's code before it answers.
+COMMAND_START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 # free_port() can race with other processes grabbing the same port before we bind it.
 BIND_ATTEMPTS = 3
@@ -92,6 +94,34 @@ def stop_process_group(proc: subprocess.Popen, pgid: int, timeout: float = STOP_
         proc.wait(timeout=timeout)
     if group_alive(pgid):
         raise RuntimeError(f"process group {pgid} ({proc.args[0]}) survived SIGTERM and SIGKILL")
+
+
+@contextmanager
+def started(cmd: list[str], env: dict, log_path: Path, ready_url: str,
+            timeout: float = COMMAND_START_TIMEOUT_S) -> Iterator[tuple[subprocess.Popen, int]]:
+    """Run a command that serves HTTP (`cli.py ui`, `cli.py serve`, `mlflow models serve`) in a
+    process group of its own, with its output in log_path and log_path's folder as its working
+    directory; yield (process, group id) once ready_url answers 200; stop the group on exit."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent,
+                                start_new_session=True)
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"{cmd[1]} exited with {proc.returncode}:\n{log_tail(log_path)}")
+            try:
+                if requests.get(ready_url, timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{ready_url} did not answer:\n{log_tail(log_path)}")
+            time.sleep(0.2)
+        yield proc, pgid
+    finally:
+        stop_process_group(proc, pgid)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +22,7 @@ from hype import manifolds, node_names
 from hype.config import TrainConfig
 from hype.data import load_edge_csv
 from tests.datasets import write_tree_closure
-from tests.servers import HOST, free_port, log_tail, stop_process_group
+from tests.servers import HOST, free_port, started
 from tracker.checkpoints.files import load
 from tracker.serving.pyfunc_model import MAX_NEIGHBOURS_OUT, MAX_ROWS, HypeEmbedding
 from tracker.training.callbacks import TrackerConfig
@@ -32,7 +30,6 @@ from tracker.training.session import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-START_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -54,30 +51,6 @@ def _env(uri: str) -> dict:
     # both servers start uvicorn through PATH
     env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
-
-
-@contextmanager
-def started(cmd, env, log_path: Path, ready_url: str):
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent,
-                                start_new_session=True)
-    pgid = proc.pid  # start_new_session: the child leads its own group
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"{cmd[1]} exited with {proc.returncode}:\n{log_tail(log_path)}")
-            try:
-                if requests.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{ready_url} did not answer:\n{log_tail(log_path)}")
-            time.sleep(0.2)
-        yield proc, pgid
-    finally:
-        stop_process_group(proc, pgid)
 
 
 @pytest.fixture(scope="module")
