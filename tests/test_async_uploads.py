@@ -66,7 +66,8 @@ def test_training_goes_on_while_uploads_are_slow_and_the_bound_holds(sqlite_trac
     client = MlflowClient(sqlite_tracking.tracking_uri)
     run = client.get_run(run_dir.name)
     assert run.info.status == "FINISHED" and run.data.tags[layout.TAG_RETAINED_EPOCHS] == "7,8"
-    tracked = sorted(a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run_dir.name, "hype_checkpoints"))
+    listed = client.list_artifacts(run_dir.name, "hype_checkpoints")
+    tracked = sorted(a.path.rsplit("/", 1)[1] for a in listed)
     assert tracked == sorted(p.name for p in run_dir.glob("tree_epoch*.pth")) == [
         "tree_epoch0007.pth", "tree_epoch0008.pth"]
 

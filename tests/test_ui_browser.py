@@ -327,8 +327,9 @@ def test_printed_link_reaches_the_checkpoint_models_and_cleanup_removes_them(ui,
     `cli.py cleanup` deletes checkpoints, and with them their rows.
 
     MLflow 3.17 shows a LoggedModel's tags nowhere (not in the table, not on the model's page), so
-    the best mark (tag hype.best) is not on screen: the best model is the one whose map is the
-    column's highest, and the run page's tags name its epoch (the test above)."""
+    the tag hype.best is not on screen: the best model is the one whose map is the column's
+    highest, its page's description says it is the best, and the run page's tags name its epoch
+    (the test above)."""
     epochs = retained_epochs(ui.uri, ui.run_id)
     models = checkpoint_models(ui)
     assert sorted(models) == [checkpoint_model(e) for e in epochs]  # the store agrees with the run
@@ -363,7 +364,9 @@ def test_printed_link_reaches_the_checkpoint_models_and_cleanup_removes_them(ui,
             f".map(c => c.textContent.trim())).find(c => c[0] === {json.dumps(MONITOR)})",
             f"the {MONITOR} row of the model's metrics", shot=tmp_path / "no-model-map.png")
         assert float(cells[-1]) == pytest.approx(maps[best[0]], rel=1e-12)
-        assert BEST_TAG not in page.js("document.body.innerText"), (
+        text = page.js("document.body.innerText")
+        assert "Best checkpoint of its run" in text  # its description (mlflow.note.content) marks it
+        assert BEST_TAG not in text, (
             "MLflow now shows a LoggedModel's tags: assert hype.best: true here, and in the table if shown")
         page.screenshot(tmp_path / "model.png")
 

@@ -31,6 +31,9 @@ ARTIFACT_TAG = "hype.artifact"  # runs:/<run_id>/hype_checkpoints/<name>: where 
 SIZE_TAG = "hype.size_bytes"
 SHA_TAG = "hype.sha256"
 BEST_TAG = "hype.best"  # "true" on the run's best checkpoint (early stopping's best), else "false"
+# MLflow 3.17's UI shows no model tags, but it shows a model's description (this tag) on its page.
+NOTE_TAG = "mlflow.note.content"
+BEST_NOTE = "**Best checkpoint** of its run (early stopping's best so far)."
 
 
 def artifact_uri(run_id: str, name: str) -> str:
@@ -83,7 +86,8 @@ class CheckpointModels:
         if epoch in self.by_epoch():  # a resumed run trains this epoch again: the old model goes
             self.delete(epoch)
         tags = {KIND_TAG: KIND, EPOCH_TAG: str(epoch), ARTIFACT_TAG: artifact_uri(self.run_id, name),
-                SIZE_TAG: str(size), BEST_TAG: str(best).lower(), **({SHA_TAG: sha256} if sha256 else {})}
+                SIZE_TAG: str(size), BEST_TAG: str(best).lower(), **({SHA_TAG: sha256} if sha256 else {}),
+                **({NOTE_TAG: BEST_NOTE} if best else {})}
         m = self._call(f"create the model of {name}", lambda: self.client.create_logged_model(
             self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
             tags=tags))
@@ -100,11 +104,12 @@ class CheckpointModels:
         return m.model_id
 
     def mark_best(self, epoch: int | None, previous: int | None) -> None:
-        """Move the best mark (the new best's own model is marked by ``finish``)."""
+        """Move the best mark (the new best's own model is marked by ``log``)."""
         known = self.by_epoch()
         if previous is not None and previous != epoch and previous in known:
             self._call("unmark the previous best", lambda: self.client.set_logged_model_tags(
-                known[previous][0], {BEST_TAG: "false"}))
+                known[previous][0], {BEST_TAG: "false",
+                                     NOTE_TAG: f"Was the best checkpoint until epoch {epoch}."}))
 
     def delete(self, epoch: int) -> bool:
         """Delete the model of ``epoch`` (hidden from the UI from then on); False if there is none."""
