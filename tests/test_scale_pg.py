@@ -217,5 +217,7 @@ def test_tracking_cost_per_epoch_server_vs_sqlite(pg_mlflow_server, sqlite_track
           f"{total:g} requests per epoch through the server ({request_ms:.1f} ms per get_run):")
     for route, n in sorted(per_epoch.items(), key=lambda kv: -kv[1]):
         print(f"  {n:g} x {route}")
-    assert total <= 6  # log_batch, get_run, upload + listing, delete + listing
+    # training thread: log_batch, get_run; the uploader: upload + listing, the checkpoint's model
+    # (create, its metrics linked, finalize, outputs), and retention (delete the model, the file)
+    assert total <= 11
     assert server_ms < 2000  # a sanity bound on a shared 2-core machine, not a benchmark
