@@ -23,10 +23,12 @@ train: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Two test processes (pytest-xdist): most tests wait on servers and subprocesses, so two halve
+# the wall time on 2 cores; tests/conftest.py keeps each file (and the shared-memory checks) on one.
 # tests/test_ui_browser.py needs Debian's chromium (apt-get install chromium; .ci/run installs it)
 # and nothing from npm or pip: it drives chromium's DevTools protocol through a pipe.
 test: $(STAMP) lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=15
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadgroup
 
 ui: $(STAMP)
 	$(BIN)/python cli.py ui

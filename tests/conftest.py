@@ -106,3 +106,17 @@ def basic_auth_server(tmp_path_factory):
     pytest.importorskip("flask_wtf", reason="the basic-auth app needs Flask-WTF (mlflow[auth])")
     with basic_auth_mlflow_server(tmp_path_factory.mktemp("auth-server")) as server:
         yield server
+
+
+# `make test` runs on two processes (pytest-xdist, --dist loadgroup). Each test file stays on one
+# process, so its module fixtures are built once; the files whose tests create hype's shared
+# memory segments (/dev/shm/hype-*) and check that none is left share one group, so that no other
+# test's segments appear in their before/after counts.
+SHARED_MEMORY = frozenset({"test_distributed.py", "test_benchmarks_smoke.py",
+                           "test_benchmarks_scale_smoke.py", "test_kernels.py"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("shared-memory" if name in SHARED_MEMORY else name))

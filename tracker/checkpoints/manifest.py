@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass
@@ -102,6 +103,24 @@ def manifest_entry(folder: Path) -> bool:
     return p.exists() or p.is_symlink()
 
 
+def _wal(cur, *, wait_s: float = 30.0) -> None:
+    """Switch the file to WAL (a mode the file keeps; its -wal/-shm go when the last connection
+    closes). Switching needs the file alone and SQLite answers "locked" at once, without its busy
+    wait, when another process holds it: so look first (most opens find it switched already),
+    then retry for a while."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _engine(path: Path, *, pooled: bool = False):
     """An engine for the manifest file. URL.create: a "?" or "%" in the folder's path must stay
     part of the path, not become a query string.
@@ -119,7 +138,7 @@ def _engine(path: Path, *, pooled: bool = False):
     def _pragmas(dbapi_connection, _record):
         cur = dbapi_connection.cursor()
         if pooled:  # one-off connections keep the file's mode (switching it needs it alone)
-            cur.execute("PRAGMA journal_mode=WAL")  # its -wal/-shm go when the last connection closes
+            _wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
