@@ -209,7 +209,10 @@ def local_group(workers: int):
         init = (Path(tmp) / "rendezvous").as_uri()  # file rendezvous: no port to choose
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
-        procs = [subprocess.Popen([sys.executable, "-m", "hype.rank", init, str(rank), str(workers)],
+        # -P: `-m` would put the working directory first on sys.path, and a rank started from a
+        # folder holding another checkout would train with that one's kernels (and numba cache)
+        procs = [subprocess.Popen([sys.executable, "-P", "-m", "hype.rank", init, str(rank),
+                                   str(workers)],
                                   env=env, start_new_session=True)  # Ctrl+C is rank 0's to handle
                  for rank in range(1, workers)]
         group = None
