@@ -134,7 +134,7 @@ def _sift(a, r, root, end):
 # _key and _rank_chunk carry `mid`: inlined (numba IR) into one entry per manifold that passes
 # a constant, their branches on it are pruned before typing, as in hype.kernels. The entries
 # use numpy's error model: with Python's, every division checks for zero (there is none: den
-# >= 1e-15), which kept the key loops from vectorising (1.6x the time per row).
+# >= 1e-15), which kept the key loops from vectorising (1.4x the time per row).
 
 @njit(inline="always")
 def _key(mid, table_t, den, u_col, w):
@@ -153,7 +153,7 @@ def _rank_chunk(mid, table_t, den, rows, indptr, indices, rank_sums, aps, nb, cl
     n = table_t.shape[1]
     n_rows = rows.shape[0]
     # allocated here, not passed in: then LLVM knows it aliases no table column, and the key
-    # loops run 1.5x faster
+    # loops run 1.2x faster
     keys = np.empty(_BLOCK)
     for b0 in range(0, n_rows, _TILE):
         b1 = min(b0 + _TILE, n_rows)
@@ -246,7 +246,7 @@ def reconstruction(emb: torch.Tensor, graph: Graph, manifold: str, *,
 
     At most `chunk` rows go to each compiled call, and the calls run on numba's thread count
     (NUMBA_NUM_THREADS) of threads: Python threads over nogil calls, as parallel=True cost
-    1 s more to compile. Memory beyond the (D, N) table is O(N) for the per-row sums and
+    up to 1 s more to compile. Memory beyond the (D, N) table is O(N) for the per-row sums and
     O(threads * tile * (block + degree)) of scratch. The result depends on neither: the
     per-row sums are added up in row order.
     """
