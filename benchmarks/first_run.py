@@ -1,6 +1,6 @@
 """The first `make train` on a fresh clone: training time with numba compiling, then warm.
 
-    .venv/bin/python benchmarks/first_run.py              # the Makefile's mammal run, twice (~30 s)
+    .venv/bin/python benchmarks/first_run.py              # the Makefile's mammal run, twice (~1.5 min)
     .venv/bin/python benchmarks/first_run.py --epochs 50  # shorter runs, the same compile
 
 Runs `cli.py train` with the Makefile's settings (--quiet, a throwaway SQLite store and
