@@ -73,7 +73,7 @@ def untracked(graph, config, skip):
     return s.epoch_walls(skip)
 
 
-def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int):
+def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int | None):
     from hype.train import train
     from tracker.store.open import open_tracking_store, tune_sqlite_commits
     from tracker.training.callbacks import TrackerConfig
@@ -116,14 +116,17 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     share = statistics.median(shares)
     ratio = med / base - 1
     target = BIG_TARGET if args.checkpoint_mb else TARGETS[label]
+    from tracker.training.config import TrackerConfig
+
+    bound = TrackerConfig(upload_queue=args.upload_queue).upload_bound(config.workers)
     row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
            "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
-           "loadavg": os.getloadavg()[0], "upload_queue": args.upload_queue}
+           "loadavg": os.getloadavg()[0], "upload_queue": bound}
     # The ratio is the figure: with the uploader, the training thread's share is only the
     # hand-over, while the uploads compete for the same cores.
     print(f"{label:<28} untracked {base:6.2f} s  tracked {med:6.2f} s  ratio {100 * ratio:+5.1f}%  "
           f"training-thread callbacks/training {100 * share:4.1f}%  ({row['checkpoint_mb']:.1f} MB "
-          f"checkpoints, upload queue {args.upload_queue}, load {row['loadavg']:.2f})  target <= "
+          f"checkpoints, upload queue {bound}, load {row['loadavg']:.2f})  target <= "
           f"{100 * target:.1f}%: {'PASS' if ratio <= target else 'FAIL'}", flush=True)
     return row
 
@@ -149,7 +152,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--no-server", action="store_true", help="only the SQLite store")
     p.add_argument("--no-sqlite", action="store_true", help="only the server")
-    p.add_argument("--upload-queue", type=int, default=2, help="0: the synchronous path")
+    p.add_argument("--upload-queue", type=int, default=None,
+                   help="0: the synchronous path [default: as train: 2 with a spare core, else 0]")
     p.add_argument("--checkpoint-mb", type=float, default=0,
                    help="choose dim so that a checkpoint is about this size (e.g. 200)")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")

@@ -126,9 +126,9 @@ def _model_name(dataset: Path) -> str:
 @click.option("--disk-margin", callback=_size, default="256MB", show_default=True,
               help="Free space that must remain after the retained checkpoints (e.g. 1GB).")
 @click.option("--force", is_flag=True, help="Start even if the retained checkpoints would not fit.")
-@click.option("--upload-queue", type=int, default=2, show_default=True, metavar="N",
-              help="Checkpoints stored off the training thread, at most N waiting; 0 stores each "
-                   "one before the next epoch.")
+@click.option("--upload-queue", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Checkpoints stored off the training thread, at most N waiting; 0 stores each one "
+                   "before the next epoch [default: 2 when a core is spare beside the workers, else 0].")
 @click.option("--resume", "resume", default=None, metavar="RUN_ID",
               help="Continue this MLflow run from its newest retained checkpoint.")
 @click.option("--from-epoch", type=int, default=None, metavar="E",

@@ -96,7 +96,7 @@ class TrackedTraining(RetentionPass):
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # training-thread time spent here (logging, handing over, waiting)
         self.background_seconds = 0.0  # time spent storing checkpoints (on the uploader's thread)
-        bound = ctx.tconfig.upload_queue
+        bound = ctx.tconfig.upload_bound(ctx.config.workers)
         self.uploads = CheckpointQueue(bound, say=say) if bound else None
         self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
         self.epoch_metrics: list[Metric] = []  # the last epoch's, as logged
