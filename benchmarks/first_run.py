@@ -32,6 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import cpu_model  # noqa: E402
+
 TARGET_S = 15.0  # issue 14: first `make train` on a fresh clone, training time compile included
 HELP_TARGET_S = 0.5
 # The Makefile's `train` target, less the dataset (passed absolute: the run's cwd is a temp dir)
@@ -146,15 +151,6 @@ def time_help(repeats: int) -> list:
         out.append(time.perf_counter() - t0)
     return out
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _load() -> str:

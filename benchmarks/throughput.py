@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np  # noqa: E402
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from hype import distributed  # noqa: E402
 from hype.closure import random_taxonomy, transitive_closure  # noqa: E402
 from hype.config import TrainConfig  # noqa: E402
@@ -153,15 +154,6 @@ def load(args: argparse.Namespace) -> Graph:
         return load_edge_csv(NOUN_CLOSURE)
     return synthetic_closure(NOUN_NODES)
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def report(graph: Graph, results: list, *, dim: int, negs: int, original_rate: float | None = None) -> None:

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from benchmarks.machine import cpu_model  # noqa: E402
+
 TARGETS = {"SQLite (embedded)": 0.015, "mlflow server (proxied)": 0.03}
 BIG_TARGET = 0.10  # a ~200 MB checkpoint per epoch, once an epoch is longer than one upload
 
@@ -131,15 +133,6 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     return row
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -174,7 +167,7 @@ def main(argv=None) -> list[dict]:
                          eval_every=epochs, eval_sample=100, workers=args.workers)
     print(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges, dim {args.dim}; {args.epochs} timed "
           f"epochs per run, {args.workers} workers, keep {args.keep}; {os.cpu_count()} CPUs "
-          f"({_cpu_model()})", flush=True)
+          f"({cpu_model()})", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
