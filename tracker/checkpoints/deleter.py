@@ -71,28 +71,23 @@ class Deleter:
             self.manifest.set_state(item.epoch, "deleted")
         tracked = "absent"
         if self.models is not None:  # the UI's row goes first: it never points at a deleted file
-            try:
-                self.models.delete(item.epoch)
-            except (StorePermissionError, StoreUnavailable):
-                self._restore(item, before)
-                raise
-            except StoreError as e:
-                self._restore(item, before)
-                return Deletion(item, reason, "failed", "failed", "kept: its model is still listed",
-                                error=one_line(e))
+            failed = self._store_side(lambda: self.models.delete(item.epoch), item, before, reason,
+                                      "kept: its model is still listed")
+            if failed is not None:
+                return failed
         if item.tracked and self.store is not None:
-            try:
-                self.store.delete(item.name, confirm=confirm)
-                tracked = "deleted"
-            except DeleteUnsupported:
-                tracked = "kept: the store cannot delete"
-            except (StorePermissionError, StoreUnavailable):
-                self._restore(item, before)
-                raise
-            except StoreError as e:
-                self._restore(item, before)
-                return Deletion(item, reason, "failed", "failed", "kept: its tracked copy is still there",
-                                error=one_line(e))
+            def delete_tracked() -> None:
+                nonlocal tracked
+                try:
+                    self.store.delete(item.name, confirm=confirm)
+                    tracked = "deleted"
+                except DeleteUnsupported:
+                    tracked = "kept: the store cannot delete"
+
+            failed = self._store_side(delete_tracked, item, before, reason,
+                                      "kept: its tracked copy is still there")
+            if failed is not None:
+                return failed
         faults.point("delete")
         local, freed, error = "absent", 0, None
         if item.local and self.folder is not None:
@@ -112,6 +107,21 @@ class Deleter:
             # more to account for, and the file is reported as not in the manifest from now on.
             self.manifest.forget(item.epoch)
         return Deletion(item, reason, status, tracked, local, error, freed)
+
+    def _store_side(self, delete, item: Item, before: str, reason: str, kept: str) -> Deletion | None:
+        """One deletion in the store (the checkpoint's model, its tracked copy), by the one failure
+        rule: a refusal or an outage puts the row back and is raised (the caller stops deleting in
+        that run); any other store failure puts it back and is this item's failed deletion, with
+        the local copy ``kept``. None when it went through."""
+        try:
+            delete()
+        except (StorePermissionError, StoreUnavailable):
+            self._restore(item, before)
+            raise
+        except StoreError as e:
+            self._restore(item, before)
+            return Deletion(item, reason, "failed", "failed", kept, error=one_line(e))
+        return None
 
     def _restore(self, item: Item, state: str) -> None:
         if self.manifest is not None and state in ("written", "stored"):
