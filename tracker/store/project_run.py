@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from tracker.layout import PROJECT_ROOT, TAG_NOTE
 from tracker.store.errors import TrackingError, TrackingUnavailable
-from tracker.store.redact import one_line, redact
+from tracker.store.redact import one_line
 
 DEFAULT_EXPERIMENT = "hype"  # train's --experiment default (tests/test_mlproject.py checks)
 MLFLOW_DEFAULT_ID = "0"  # MLflow's Default experiment, where `mlflow run` puts an unnamed one
@@ -180,19 +180,12 @@ def attach(uri: str | None = None) -> ProjectRun | None:
         return None
     from tracker.store.open import READ_PROBE, open_tracking_store
     from tracker.store.uri import resolve_tracking_uri
-    from tracker.training.start import adoptable_problem
+    from tracker.training.start import adopted_run
 
     uri = resolve_tracking_uri(uri)
     client = open_tracking_store(uri, create=False, probe=READ_PROBE)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise TrackingError(f"MLFLOW_RUN_ID={run_id} is not a run in {redact(uri)}; "
-                            "unset it (it is for `mlflow run` to set)") from None
-    problem = adoptable_problem(run)
-    if problem:
-        raise TrackingError(f"MLFLOW_RUN_ID={run_id} names {problem}; only a run that `mlflow run` "
-                            "just created is recorded into. Unset MLFLOW_RUN_ID")
+    run = adopted_run(client, uri, run_id, into="recorded into",
+                      missing="unset it (it is for `mlflow run` to set)", other="Unset MLFLOW_RUN_ID")
     return ProjectRun(client, uri, run)
 
 

@@ -57,6 +57,20 @@ def adoptable_problem(run) -> str | None:
     return None
 
 
+def adopted_run(client: MlflowClient, uri: str, run_id: str, *, into: str, missing: str, other: str):
+    """The run MLFLOW_RUN_ID names, when it is one that `mlflow run` just created; else one line
+    (TrackingError) that says what it is and, as ``missing``/``other``, what to do."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"MLFLOW_RUN_ID={run_id} is not a run in {redact(uri)}; {missing}") from None
+    problem = adoptable_problem(run)
+    if problem:
+        raise TrackingError(f"MLFLOW_RUN_ID={run_id} names {problem}; only a run that `mlflow run` "
+                            f"just created is {into}. {other}")
+    return run
+
+
 def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig, tconfig: TrackerConfig,
               *, experiment: str, run_name: str | None) -> tuple[TrackedTraining, TrainState]:
     from mlflow.environment_variables import MLFLOW_RUN_ID
@@ -64,16 +78,9 @@ def start_run(client: MlflowClient, uri: str, graph: Graph, config: TrainConfig,
     tags = {layout.TAG_MODEL_NAME: tconfig.model_name, layout.TAG_MONITOR: tconfig.monitor}
     make_folder(Path(tconfig.checkpoint_root))  # before the run exists: no orphan RUNNING run
     if MLFLOW_RUN_ID.get():  # `mlflow run` created the run (and logged its -P params): use it
-        try:
-            run = client.get_run(MLFLOW_RUN_ID.get())
-        except MlflowException:
-            raise TrackingError(f"MLFLOW_RUN_ID={MLFLOW_RUN_ID.get()} is not a run in {redact(uri)}; "
-                                "unset it to start a new run") from None
-        problem = adoptable_problem(run)
-        if problem:
-            raise TrackingError(f"MLFLOW_RUN_ID={run.info.run_id} names {problem}; only a run that "
-                                "`mlflow run` just created is trained into. Unset MLFLOW_RUN_ID to "
-                                "start a new run (or --resume a hype run)")
+        run = adopted_run(client, uri, MLFLOW_RUN_ID.get(), into="trained into",
+                          missing="unset it to start a new run",
+                          other="Unset MLFLOW_RUN_ID to start a new run (or --resume a hype run)")
         get_or_create_experiment(client, uri, client.get_experiment(run.info.experiment_id).name)
         for k, v in tags.items():
             client.set_tag(run.info.run_id, k, v)
