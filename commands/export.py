@@ -63,7 +63,7 @@ def fetch_checkpoint(uri: str | None, run_id: str | None, epoch: int | None, tra
         _, client = resolve_and_open(tracking_uri, create=False, probe=READ_PROBE)
         stored = resolve(client, uri=uri, run_id=run_id, epoch=epoch)
         local = client.download_artifacts(stored.run_id, stored.path, str(dst))
-        return Path(local), stored.what, client.get_run(stored.run_id)
+        return Path(local), stored.what, stored.run
     except (TrackingError, TrackingUnavailable, SourceError) as e:
         raise click.ClickException(str(e)) from None
     except MlflowException as e:

@@ -32,9 +32,16 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class Stored:
-    run_id: str
+    run: object  # the mlflow Run it belongs to (looked up once)
     path: str  # artifact path in the run, e.g. "hype_checkpoints/mammals_epoch0041.pth"
-    what: str  # for messages: "run R: hype_checkpoints/mammals_epoch0041.pth"
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    @property
+    def what(self) -> str:  # for messages: "run R: hype_checkpoints/mammals_epoch0041.pth"
+        return f"run {self.run_id}: {self.path}"
 
 
 def parse(uri: str) -> tuple[str, str]:
@@ -54,14 +61,14 @@ def resolve(client: MlflowClient, *, uri: str | None = None, run_id: str | None 
         if kind == "models":
             return _from_model(client, value)
         run_id, path = value.split("/", 1)
-        return _checked(client, run_id, path)
+        return _checked(client, _run(client, run_id), path)
     run = _run(client, run_id)
     if epoch is None:
         return _final(client, run)
     model = run.data.tags.get(layout.TAG_MODEL_NAME) or run.data.params.get("model_name")
     if not model:
         raise SourceError(f"run {run_id} was not made by hype train: it has no checkpoints to choose from")
-    return _checked(client, run_id, f"{layout.CHECKPOINT_FOLDER}/{checkpoint_name(model, epoch)}")
+    return _checked(client, run, f"{layout.CHECKPOINT_FOLDER}/{checkpoint_name(model, epoch)}")
 
 
 def _run(client: MlflowClient, run_id: str):
@@ -84,7 +91,7 @@ def _from_model(client: MlflowClient, model_id: str) -> Stored:
     artifact = model.tags.get(ARTIFACT_TAG)
     if artifact:
         run_id, path = parse(artifact)[1].split("/", 1)
-        return _checked(client, run_id, path)
+        return _checked(client, _run(client, run_id), path)
     if model.name == layout.PYFUNC_FOLDER and model.source_run_id:
         return _final(client, _run(client, model.source_run_id))
     raise SourceError(f"model {model_id} ({model.name}) is not one of hype's checkpoints or final models")
@@ -98,7 +105,7 @@ def _final(client: MlflowClient, run) -> Stored:
     mine = [p for p in finals if final_model_of(p.rsplit("/", 1)[-1]) == wanted]
     if len(mine) == 1 or len(finals) == 1:
         path = (mine or finals)[0]
-        return Stored(run_id, path, f"run {run_id}: {path}")
+        return Stored(run, path)
     if not finals:
         raise SourceError(f"run {run_id} has no final model in {layout.FINAL_FOLDER}/ (status "
                           f"{run.info.status}); choose one of its checkpoints with --epoch E")
@@ -106,9 +113,9 @@ def _final(client: MlflowClient, run) -> Stored:
                       f"runs:/{run_id}/<path>")
 
 
-def _checked(client: MlflowClient, run_id: str, path: str) -> Stored:
+def _checked(client: MlflowClient, run, path: str) -> Stored:
     folder, _, name = path.rpartition("/")
-    _run(client, run_id)
+    run_id = run.info.run_id
     if folder not in (layout.CHECKPOINT_FOLDER, layout.FINAL_FOLDER) or not name.endswith(".pth"):
         raise SourceError(f"runs:/{run_id}/{path} is not a checkpoint: expected "
                           f"{layout.CHECKPOINT_FOLDER}/<name>.pth or {layout.FINAL_FOLDER}/<name>.pth")
@@ -117,4 +124,4 @@ def _checked(client: MlflowClient, run_id: str, path: str) -> Stored:
         held = sorted(p.epoch for n in listed if (p := parse_checkpoint_name(n)))
         raise SourceError(f"run {run_id} holds no {path} (deleted by retention, or never saved); retained "
                           f"epochs: {', '.join(map(str, held)) or 'none'}")
-    return Stored(run_id, path, f"run {run_id}: {path}")
+    return Stored(run, path)

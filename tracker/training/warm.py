@@ -105,11 +105,12 @@ def _read_checkpoint(client, run, model: str, spec: Spec, checkpoint_root: Path)
     from tracker.training.recover import fetch
 
     try:
-        items = [i for i in ck.inventory().items if not i.interrupted]
+        retained = [i for i in ck.inventory().items if not i.interrupted]
+        items = retained
         if spec.epoch is not None:
-            items = [i for i in items if i.epoch == spec.epoch]
+            items = [i for i in retained if i.epoch == spec.epoch]
             if not items:
-                held = ", ".join(str(i.epoch) for i in ck.inventory().items) or "none"
+                held = ", ".join(str(i.epoch) for i in retained) or "none"
                 raise TrackingError(f"--init-from: run {spec.run_id} holds no checkpoint of epoch "
                                     f"{spec.epoch} (retained epochs: {held})")
         problems = []
