@@ -116,6 +116,7 @@ SHARED_MEMORY = frozenset({"test_distributed.py", "test_benchmarks_smoke.py",
                            "test_benchmarks_scale_smoke.py", "test_kernels.py"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks into its node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
