@@ -61,6 +61,8 @@ BOUNDARY_EPS = 1e-5  # same as hype.manifolds.poincare.BOUNDARY_EPS
 _EPS = 1e-12
 _MAX_TRIES = 20  # negative draws per slot before giving up on finding a non-neighbour
 _MAX_NORM_SQ = (1.0 - BOUNDARY_EPS) ** 2
+LORENTZ_MAX_SPACE = 1e5  # same as hype.manifolds.lorentz.MAX_SPACE_NORM
+_MAX_SPACE_SQ = LORENTZ_MAX_SPACE ** 2
 # scal rows: softmax weight (then d loss / d distance), and the gradient coefficients above
 _W, _CX, _AX, _CY, _AY = 0, 1, 2, 3, 4
 
@@ -296,6 +298,11 @@ def _lorentz_retract(emb, r, grad, scale):
         x = c * emb[r, k] - s * grad[k]
         emb[r, k] = x
         space += x * x
+    if space > _MAX_SPACE_SQ:  # as far from the origin as the Poincare ball lets a point go
+        shrink = LORENTZ_MAX_SPACE / math.sqrt(space)
+        for k in range(1, dim):
+            emb[r, k] *= shrink
+        space = _MAX_SPACE_SQ
     emb[r, 0] = math.sqrt(1.0 + space)
 
 

@@ -72,6 +72,26 @@ def test_lorentz_stays_on_hyperboloid():
                                rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_lorentz_steps_far_too_large_stay_finite_and_bounded(backend):
+    """A step far too large throws points outwards: without the bound on the space-like norm, x0 grew by
+    up to cosh(50) per step until exp(-d) underflowed to 0 for every target (ZeroDivisionError
+    in the kernel, NaN in torch)."""
+    emb = _points("lorentz", 20, 4, 2, 0.5)
+    targets = np.arange(1, 12, dtype=np.int64)
+    for _ in range(200):
+        if backend == "numba":
+            kernels.edge_step(emb.numpy(), 1, 0, targets, 200.0)
+        else:
+            emb, _ = _torch_step(emb, "lorentz", 0, targets, 200.0)
+    assert torch.isfinite(emb).all()
+    space = emb[:, 1:].norm(dim=-1)
+    assert float(space.max()) <= manifolds.lorentz.MAX_SPACE_NORM * (1 + 1e-12)
+    assert float(space.max()) > 1e4  # the step really did throw them out
+    # on the hyperboloid (x0 from the space-like part; <x, x>_L = -1 loses 1e-6 to rounding here)
+    torch.testing.assert_close(emb[:, 0], torch.sqrt(1 + space**2), rtol=1e-12, atol=0)
+
+
 def test_negatives_are_never_neighbours_or_self():
     # node 0 is related to 1..5; negatives for 0 must come from 6..9
     indptr = np.array([0, 5] + [5] * 9, dtype=np.int64)

@@ -6,6 +6,12 @@ d(u, v) = arcosh(-<u, v>_L)
 
 import torch
 
+# The space-like part's norm is kept at most this: sinh(12.2) = 1e5, so no point gets further
+# from the origin (d = arcosh x0 = 12.2) than the Poincare ball's boundary (1 - 1e-5) allows.
+# Without it, a large step sends x0 towards 1e21 per retraction (cosh is clamped at 50), and
+# within a few epochs exp(-d) underflows to 0 for every target of an edge: a division by zero.
+MAX_SPACE_NORM = 1e5
+
 
 def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Minkowski inner product: (..., D+1), (..., D+1) -> (...)"""
@@ -21,6 +27,8 @@ def distance(u: torch.Tensor, v: torch.Tensor, *, eps: float = 1e-12) -> torch.T
 def project(x: torch.Tensor) -> torch.Tensor:
     """Back onto the hyperboloid by recomputing x0 from the space-like part."""
     space = x[..., 1:]
+    norm = space.norm(dim=-1, keepdim=True)
+    space = torch.where(norm > MAX_SPACE_NORM, space / norm * MAX_SPACE_NORM, space)
     x0 = torch.sqrt(1 + space.pow(2).sum(-1, keepdim=True))
     return torch.cat([x0, space], dim=-1)
 
