@@ -274,3 +274,42 @@ def test_serve_command_serves_a_retained_checkpoint_by_epoch(served_run):
         # the checkpoint's download and the model made from it: no bar, no MLflow warning
         assert "Downloading artifacts" not in log
         assert _warnings(root / "serve-epoch.log") == []
+
+
+def test_mlflow_models_serve_takes_a_checkpoint_model_uri_directly(served_run, tmp_path):
+    """`mlflow models serve -m models:/<id>` of a retained checkpoint's LoggedModel, from a folder
+    outside the checkout (hype comes from the run's hype_code.zip, the weights from the run's
+    checkpoint): the served distances are that checkpoint's, and no file is stored twice."""
+    from mlflow.tracking import MlflowClient
+
+    from tracker.checkpoints.models import CheckpointModels
+
+    uri, out, root = served_run
+    client = MlflowClient(uri)
+    run = client.get_run(out.run_id)
+    models = CheckpointModels(client, out.run_id, run.info.experiment_id).by_epoch()
+    epoch = min(models)  # the older retained one: not the final model's weights
+    model_id = models[epoch][0]
+    stored = {a.path for a in client.list_logged_model_artifacts(model_id)}
+    assert stored == {"MLmodel", "code"}, stored  # no weights of its own
+    ckpt = load(out.final_path.parent / f"tree_epoch{epoch:04d}.pth")
+    port = free_port()
+    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{model_id}",
+           "--env-manager", "local", "--host", HOST, "--port", str(port)]
+    env = _env(uri)
+    env.pop("PYTHONPATH", None)
+    log = tmp_path / "serve-model.log"
+    with started(cmd, env, log, f"http://{HOST}:{port}/ping"):  # in tmp_path
+        resp = invoke(f"http://{HOST}:{port}", ["u", "v"], [["n.0", "n.1"], ["n.1", "n.0.0"]])
+        assert resp.status_code == 200, resp.text
+        index = {n: i for i, n in enumerate(node_names.decode(ckpt["names"]))}
+        emb = ckpt["embeddings"].to(torch.float64)
+        got = [p["distance"] for p in resp.json()["predictions"]]
+        for (u, v), d in zip([("n.0", "n.1"), ("n.1", "n.0.0")], got, strict=True):
+            expected = manifolds.get("poincare").distance(emb[[index[u]]], emb[[index[v]]]).item()
+            assert d == pytest.approx(expected, rel=1e-12)
+        bad = invoke(f"http://{HOST}:{port}", ["u", "v"], [["n.0", "nope"]])
+        assert bad.status_code == 400 and "unknown node(s): nope" in bad.text
+    bars = [ln for ln in log.read_text().splitlines() if "Downloading artifacts" in ln]
+    assert bars and all("/2 [" in b for b in bars), bars  # MLflow's, for the model's 2 files only
+    assert _warnings(log) == []

@@ -2,11 +2,13 @@
 
 MLflow 3's way to browse deep-learning checkpoints: one LoggedModel per checkpoint, with its
 ``step``, the epoch's metrics linked through ``model_id``, the run's outputs listing it, and
-``delete_logged_model`` hiding it once retention deletes the checkpoint. The model holds no
-artifacts of its own: the weights are the run's ``hype_checkpoints/<name>`` file (its tag
-``hype.artifact`` says where), so nothing is stored twice and the one lifecycle (inventory ->
-policies -> deleter) still owns the file. A model costs four small requests per checkpoint
-(create with its tags, the epoch's metrics linked, finalize, outputs).
+``delete_logged_model`` hiding it once retention deletes the checkpoint. The model's own
+artifacts are two small files that let `mlflow models serve -m models:/<id>` load it
+(tracker.serving.checkpoint_files); the weights are the run's ``hype_checkpoints/<name>`` file
+(its tag ``hype.artifact`` says where), so nothing is stored twice and the one lifecycle
+(inventory -> policies -> deleter) still owns the file. A model costs five small requests per
+checkpoint (create with its tags, its files, the epoch's metrics linked, finalize, outputs),
+and the run's code zip one more, once per process.
 
 Lifecycle of a model: created once its checkpoint is confirmed stored (on the uploader's thread,
 never the training thread), READY a moment later, deleted with it. A kill in between leaves a
@@ -16,12 +18,15 @@ run's inventory.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow.entities import LoggedModelOutput, Metric
 from mlflow.tracking import MlflowClient
 
 from tracker import layout
+from tracker.serving.checkpoint_files import write_code_zip, write_model_files
 from tracker.store.errors import StoreError, StorePermissionError
 from tracker.store.retry import RetryPolicy, call_with_retry
 
@@ -55,6 +60,7 @@ class CheckpointModels:
     experiment_id: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     _known: dict[int, tuple[str, str]] | None = field(default=None, repr=False)  # epoch -> (id, status)
+    _code_stored: bool = field(default=False, repr=False)  # the run's hype_code.zip, once per process
 
     def _call(self, what: str, fn):
         return call_with_retry(f"{what} (run {self.run_id})", fn, self.retry)
@@ -92,6 +98,7 @@ class CheckpointModels:
             self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
             tags=tags))
         self.by_epoch()[epoch] = (m.model_id, "PENDING")
+        self._store_files(m.model_id, name, epoch)
         if metrics:
             linked = [Metric(x.key, x.value, x.timestamp, x.step, model_id=m.model_id) for x in metrics]
             self._call("link the epoch's metrics to its model",
@@ -102,6 +109,19 @@ class CheckpointModels:
             self.run_id, [LoggedModelOutput(m.model_id, epoch)]))
         self.by_epoch()[epoch] = (m.model_id, "READY")
         return m.model_id
+
+    def _store_files(self, model_id: str, name: str, epoch: int) -> None:
+        """The files `mlflow models serve` loads the model by, and the run's code before the first."""
+        with tempfile.TemporaryDirectory(prefix="hype-model-") as tmp:
+            if not self._code_stored:
+                code = write_code_zip(Path(tmp))
+                self._call("store the run's code (hype_code.zip)",
+                           lambda: self.client.log_artifact(self.run_id, str(code)))
+                self._code_stored = True
+            files = write_model_files(Path(tmp) / "model", weights_uri=artifact_uri(self.run_id, name),
+                                      run_id=self.run_id, epoch=epoch)
+            self._call(f"store the model files of {name}",
+                       lambda: self.client.log_model_artifacts(model_id, str(files)))
 
     def mark_best(self, epoch: int | None, previous: int | None) -> None:
         """Move the best mark (the new best's own model is marked by ``log``)."""
