@@ -1,11 +1,11 @@
 """What a checkpoint's LoggedModel holds so that `mlflow models serve -m models:/<id>` loads it.
 
-Two small files per checkpoint (about 1.5 KB together; the weights stay the run's
+Two small files per checkpoint (about 3 KB together; the weights stay the run's
 ``hype_checkpoints/<name>``, stored once):
     MLmodel                 python_function (loader: code/hype_checkpoint.py) + the hype flavor
                             {"weights": runs:/R/hype_checkpoints/<name>, "code": runs:/R/hype_code.zip}
     code/hype_checkpoint.py tracker/serving/checkpoint_loader.py
-and once per run the code zip (``hype_code.zip`` at the run's artifact root, ~60 KB): hype's
+and once per run the code zip (``hype_code.zip`` at the run's artifact root, ~50 KB): hype's
 package and the pyfunc model code that the final model ships through code_paths.
 """
 
