@@ -66,6 +66,21 @@ def test_nouns_trains_a_tracked_run_and_writes_the_curve(closure, tmp_path):
     assert len(ckpts) <= 3 and ckpts[-1] == "tree_epoch0006.pth"  # newest 2, perhaps the best
 
 
+def test_nouns_trains_lorentz_with_exact_evaluations_by_epoch(closure, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = load_script("nouns").main([
+        "--dataset", str(closure), "--manifold", "lorentz", "--minutes", "5", "--reserve", "0",
+        "--epochs", "6", "--burnin", "2", "--late-lr", "0", "--dim", "2", "--eval-every", "1",
+        "--eval-sample", "10", "--exact-every", "0", "--exact-epochs", "3", "--workers", "1",
+        "--keep", "1", "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ckpt"),
+        "--curve", str(tmp_path / "c.csv"), "--no-pyfunc"])
+    client = MlflowClient(uri)
+    run = client.get_run(summary["run_id"])
+    assert run.data.params["manifold"] == "lorentz" and run.info.run_name.startswith("nouns-lorentz-dim2")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "map")] == [3, 6]
+    assert 0 < summary["final_map"] <= 1
+
+
 def test_nouns_stops_at_the_wall_clock_budget(closure, tmp_path):
     summary = load_script("nouns").main([
         "--dataset", str(closure), "--minutes", "0.001", "--reserve", "0", "--epochs", "1000",
