@@ -24,8 +24,9 @@ import click
               help="With --run-id: a retained epoch [default: the final model].")
 @click.option("--tracking-uri", default=None,
               help="[default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=5001, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the model server listens on (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=int, default=5001, show_default=True, help="Port the model server listens on.")
 def serve(model_uri, run_id, epoch, tracking_uri, host, port):
     """Serve MODEL_URI (models:/<id> from `cli.py checkpoints`, or runs:/<run>/hype_checkpoints/
     <name>.pth) or --run-id R [--epoch E] over HTTP: POST /invocations with columns (u, v) for

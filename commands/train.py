@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hype.config import BACKENDS, MANIFOLDS, TrainConfig
+from hype.config import AUTO_SAMPLE, BACKENDS, MANIFOLDS, SAMPLE_ABOVE_NODES, TrainConfig, auto_eval_sample
 from tracker.layout import PROJECT_ROOT
 
 # What a run logs that early stopping and "best" can follow (the _sampled ones with --eval-sample).
@@ -81,28 +81,44 @@ def _model_name(dataset: Path) -> str:
 @click.command()
 @click.option("--dataset", type=click.Path(path_type=Path), default=None,
               help=f"Edge list CSV (id1,id2,weight). Default: {DEFAULT_DATASET.relative_to(PROJECT_ROOT)}.")
-@click.option("--manifold", type=click.Choice(MANIFOLDS), default=_DEFAULTS["manifold"], show_default=True)
-@click.option("--dim", type=int, default=_DEFAULTS["dim"], show_default=True)
+@click.option("--manifold", type=click.Choice(MANIFOLDS), default=_DEFAULTS["manifold"], show_default=True,
+              help="Geometry: the Poincaré ball, the Lorentz hyperboloid (exported as a ball), or the "
+                   "Euclidean baseline.")
+@click.option("--dim", type=int, default=_DEFAULTS["dim"], show_default=True,
+              help="Embedding dimension (Lorentz stores one coordinate more).")
 @click.option("--lr", type=float, default=_DEFAULTS["lr"], show_default=True,
               help="Learning rate per batch, as in the original (per-edge step = lr / batch-size).")
-@click.option("--negs", type=int, default=_DEFAULTS["negs"], show_default=True)
-@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
-@click.option("--burnin", type=int, default=_DEFAULTS["burnin"], show_default=True)
-@click.option("--burnin-multiplier", type=float, default=_DEFAULTS["burnin_multiplier"], show_default=True)
-@click.option("--dampening", type=float, default=_DEFAULTS["dampening"], show_default=True)
-@click.option("--epochs", type=int, default=None, help=f"Maximum epochs [default: {_DEFAULTS['epochs']}].")
-@click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True)
+@click.option("--negs", type=int, default=_DEFAULTS["negs"], show_default=True,
+              help="Negatives per positive edge, drawn among the nodes u is not related to.")
+@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True,
+              help="Edges per batch, as in the original: it only scales the step (lr / batch-size).")
+@click.option("--burnin", type=int, default=_DEFAULTS["burnin"], show_default=True,
+              help="First N epochs at lr x --burnin-multiplier, negatives drawn by degree.")
+@click.option("--burnin-multiplier", type=float, default=_DEFAULTS["burnin_multiplier"], show_default=True,
+              help="Learning-rate factor during burn-in (0 < x <= 1).")
+@click.option("--dampening", type=float, default=_DEFAULTS["dampening"], show_default=True,
+              help="Burn-in negatives are drawn with probability ~ degree ** dampening (0 to 1).")
+@click.option("--epochs", type=int, default=None,
+              help=f"Maximum epochs (passes over the edges); early stopping may end sooner "
+                   f"[default: {_DEFAULTS['epochs']}].")
+@click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True,
+              help="Seeds the start, the edge order and the negatives: a run is reproducible for a seed "
+                   "and a number of workers.")
 @click.option("--eval-every", type=int, default=_DEFAULTS["eval_every"], show_default=True,
-              help="Evaluate reconstruction (mean_rank, map) every N epochs.")
-@click.option("--eval-sample", type=int, default=0, show_default=True,
-              help="Evaluate on N seeded nodes during training (logged as map_sampled); exact at the end.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True)
+              help="Evaluate reconstruction (mean_rank, map) every N epochs, and at the last.")
+@click.option("--eval-sample", type=int, default=None,
+              help="During training, evaluate on N seeded nodes (logged as map_sampled, mean_rank_sampled); "
+                   "the final model is evaluated exactly. 0: exact every time [default: 0, or "
+                   f"{AUTO_SAMPLE:,} on graphs of more than {SAMPLE_ABOVE_NODES:,} nodes].")
+@click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True,
+              help="numba: the compiled per-edge kernel; torch: the batched autograd reference (slow).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Training processes (torch.distributed, gloo); under torchrun, its world size.")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].")
-@click.option("--experiment", default="hype", show_default=True)
-@click.option("--run-name", default=None)
+@click.option("--experiment", default="hype", show_default=True,
+              help="MLflow experiment of the new run (created if missing).")
+@click.option("--run-name", default=None, help="The run's name in MLflow [default: MLflow's random name].")
 @click.option("--model-name", default=None, help="Checkpoint prefix [default: from the dataset name].")
 @click.option("--keep-checkpoints", "keep", callback=_keep, default=None,
               help="Keep the newest N epoch checkpoints (local + tracked); 'all' or 0 keeps every one. "
@@ -112,13 +128,16 @@ def _model_name(dataset: Path) -> str:
 @click.option("--no-keep-best", is_flag=True, help="The same as --keep-best 0.")
 @click.option("--keep-every", type=int, default=0, show_default=True, callback=_count, metavar="K",
               help="Also keep every K-th epoch's checkpoint (50: epochs 50, 100, ...); 0 turns it off.")
-@click.option("--monitor", default="map", show_default=True,
-              help="Metric for early stopping and 'best': map, mean_rank, loss, map_sampled.")
+@click.option("--monitor", default=None,
+              help="Metric for early stopping and 'best': map, mean_rank, loss, map_sampled, "
+                   "mean_rank_sampled [default: map, or map_sampled when training evaluates a sample].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,
               help="Direction of --monitor [default: inferred from its name].")
 @click.option("--patience", type=int, default=6, show_default=True,
-              help="Stop after N evaluations without improvement. Counted in evaluations after burn-in.")
-@click.option("--min-delta", type=float, default=0.0, show_default=True)
+              help="Stop after N evaluations after burn-in without a new best --monitor: N epochs "
+                   "with the default --eval-every 1.")
+@click.option("--min-delta", type=float, default=0.0, show_default=True,
+              help="A new best must beat the old one by more than this (in --monitor's units).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint folder; a run writes under DIR/<run_id> [default: ./checkpoints].")
 @click.option("--plot-every", type=int, default=0, show_default=True,
@@ -182,7 +201,12 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
                                    from_epoch=from_epoch, upload_queue=upload_queue)
         else:
             dataset = dataset or DEFAULT_DATASET
+            graph = load_edge_csv(dataset)
+            if hp["eval_sample"] is None:
+                hp["eval_sample"] = auto_eval_sample(graph.num_nodes)
             config = TrainConfig(epochs=_DEFAULTS["epochs"] if epochs is None else epochs, **hp)
+            if monitor in (None, "auto"):
+                monitor = "map_sampled" if config.eval_sample else "map"
             if monitor not in MONITORS:
                 raise click.BadParameter(f"{monitor!r} is never logged by a run; choose from "
                                          f"{', '.join(MONITORS)}", param_hint="--monitor")
@@ -200,7 +224,6 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
                 plot_every=plot_every, log_pyfunc=not no_pyfunc, disk_margin=disk_margin, force=force,
                 upload_queue=upload_queue)
             tconfig.stop_config(config.burnin)  # validates monitor/mode/patience up front
-            graph = load_edge_csv(dataset)
             outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
                                    experiment=experiment, run_name=run_name, progress=not quiet,
                                    init_from=init_from)
