@@ -1,4 +1,5 @@
-"""Early stopping reads the store once at resume, then only the newest value: flat per epoch."""
+"""Early stopping reads the store's history once at resume; after that each decision folds the
+value just logged (as the store returns it: bit for bit when finite), with no read: flat per epoch."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
         reasons.append(tracked.on_epoch_end(EpochResult(epoch, 0.1, 0.3, 0.01, {"map": 0.7}), state))
         seconds.append(time.perf_counter() - t0)
     assert client.history_calls == 0  # never re-reads the 10,000 points
-    assert client.run_reads == 4  # one read of the newest value per evaluation
+    assert client.run_reads == 0  # a finite value is stored as logged: nothing to read back
     assert reasons[:3] == [None, None, None]
     assert reasons[3] == ("stopped: no improvement in map for 3 evaluations "
                           "(best 0.7 at epoch 10001)")
@@ -65,3 +66,24 @@ def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
     store = MlflowClient(sqlite_tracking.tracking_uri)
     full = [(m.step, m.value) for m in store.get_metric_history(run_id, "map")]
     assert stopping.replay(full, stop_cfg).best_epoch == 10_001
+    assert stopping.replay(full, stop_cfg) == tracked.progress.stop_state
+
+
+def test_a_value_the_store_changes_is_decided_as_the_store_returns_it(sqlite_tracking, tmp_path):
+    """An infinite loss is stored as another number (and NaN as NaN): the decision folds what
+    the store returns, so that a resume's replay of the history decides the same."""
+    client = CountingClient(sqlite_tracking.tracking_uri)
+    run_id = client.create_run(client.create_experiment("inf")).info.run_id
+    graph = load_edge_csv(write_tree_closure(tmp_path / "t.csv", depth=2))
+    config = TrainConfig(dim=2, burnin=0, epochs=10)
+    tconfig = TrackerConfig(model_name="t", patience=2, monitor="loss", checkpoint_root=tmp_path)
+    stop_cfg = tconfig.stop_config(config.burnin)
+    checkpoints = RunCheckpoints(run_id, "t", store=None, folder=tmp_path, manifest=None)
+    tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, checkpoints), Progress())
+    state = new_state(graph, config)
+    for epoch, loss in enumerate([float("inf"), 2.0, 1.0], start=1):
+        tracked.on_epoch_end(EpochResult(epoch, loss, 0.3, 0.01, {}), state)
+    assert client.run_reads == 1  # only the infinite one was read back
+    full = [(m.step, m.value) for m in MlflowClient(sqlite_tracking.tracking_uri).get_metric_history(
+        run_id, "loss")]
+    assert stopping.replay(full, stop_cfg) == tracked.progress.stop_state

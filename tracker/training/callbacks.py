@@ -10,6 +10,7 @@ any file that the run's manifest does not prove is its own.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -171,7 +172,7 @@ class TrackedTraining(RetentionPass):
         self.logged_tags.update(tags)
         reason = None
         if self.tconfig.monitor in values:
-            reason = self._decide_stop(result.epoch, state)
+            reason = self._decide_stop(result.epoch, state, float(values[self.tconfig.monitor]))
         if self.tconfig.plot_every and result.epoch % self.tconfig.plot_every == 0:
             from tracker.plot import log_disk_plot
 
@@ -181,13 +182,18 @@ class TrackedTraining(RetentionPass):
         faults.point("epoch")
         return reason
 
-    def _decide_stop(self, epoch: int, state: TrainState) -> str | None:
-        # The decision reads the value back from the store (the latest of this metric, i.e.
-        # the step just logged), so it is the same after a restart; cost is flat in epochs.
-        run = self._call(self.client.get_run, self.run_id)
-        value = run.data.metrics.get(self.tconfig.monitor)
-        if value is None:
-            raise TrackingError(f"the store did not return {self.tconfig.monitor} for epoch {epoch}")
+    def _decide_stop(self, epoch: int, state: TrainState, logged: float) -> str | None:
+        # The decision folds the value as the store holds it, so that a resume, which replays the
+        # store's history, decides the same. A finite float64 is stored and returned bit for bit
+        # (SQLite REAL, PostgreSQL/MySQL double, JSON's shortest repr), and log_batch has just
+        # succeeded: that value is the logged one, with no read. NaN and inf are stored as other
+        # numbers: those are read back (the latest of this metric is the step just logged).
+        value = logged
+        if not math.isfinite(logged):
+            run = self._call(self.client.get_run, self.run_id)
+            value = run.data.metrics.get(self.tconfig.monitor)
+            if value is None:
+                raise TrackingError(f"the store did not return {self.tconfig.monitor} for epoch {epoch}")
         p = self.progress
         if epoch >= self.stop_cfg.burnin:
             p.values[epoch] = float(value)  # what best K ranks by, as cleanup reads it from the store
