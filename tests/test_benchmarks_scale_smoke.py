@@ -59,7 +59,7 @@ def test_nouns_trains_a_tracked_run_and_writes_the_curve(closure, tmp_path):
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     lrs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)]
-    assert lrs == [0.01, 0.01, 1.0, 1.0, 2.0, 2.0]  # burn-in, then the two phases of one run
+    assert lrs == [0.1, 0.1, 1.0, 1.0, 2.0, 2.0]  # burn-in at lr x 0.1, then the two phases of one run
     assert run.data.params["lr_schedule"] == "lr 1 to epoch 4, lr 2 to epoch 6"
     assert {"map_sampled", "wall_seconds", "map", "final_map"} <= set(run.data.metrics)
     ckpts = sorted(p.name for p in (tmp_path / "ckpt" / summary["run_id"]).glob("tree_epoch*.pth"))

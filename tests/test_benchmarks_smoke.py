@@ -51,7 +51,7 @@ def test_first_run_smoke(capsys):
     out = capsys.readouterr().out
     assert warm is None and len(helps) == 1
     assert 0 < first.training_s < first.wall_s
-    assert len(first.epochs) == 2 and len(first.evals) == 1  # the last epoch is evaluated
+    assert len(first.epochs) == 2 and len(first.evals) == 2  # evaluated every epoch (the default)
     assert first.compiles or first.loads  # the kernels came from numba, one way or the other
     assert "training s (compile included)" in out and "against the target of <= 15 s" in out
     assert "cli.py --help: median" in out and "CPU: " in out

@@ -98,7 +98,7 @@ class CheckpointModels:
             self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
             tags=tags))
         self.by_epoch()[epoch] = (m.model_id, "PENDING")
-        self._store_files(m.model_id, name, epoch)
+        self._store_files(m, name, epoch)
         if metrics:
             linked = [Metric(x.key, x.value, x.timestamp, x.step, model_id=m.model_id) for x in metrics]
             self._call("link the epoch's metrics to its model",
@@ -110,8 +110,12 @@ class CheckpointModels:
         self.by_epoch()[epoch] = (m.model_id, "READY")
         return m.model_id
 
-    def _store_files(self, model_id: str, name: str, epoch: int) -> None:
-        """The files `mlflow models serve` loads the model by, and the run's code before the first."""
+    def _store_files(self, model, name: str, epoch: int) -> None:
+        """The files `mlflow models serve` loads the model by, and the run's code before the first.
+        Straight to the model's artifact location (client.log_model_artifacts would get the model
+        again to learn it: one more request per checkpoint)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
         with tempfile.TemporaryDirectory(prefix="hype-model-") as tmp:
             if not self._code_stored:
                 code = write_code_zip(Path(tmp))
@@ -120,8 +124,8 @@ class CheckpointModels:
                 self._code_stored = True
             files = write_model_files(Path(tmp) / "model", weights_uri=artifact_uri(self.run_id, name),
                                       run_id=self.run_id, epoch=epoch)
-            self._call(f"store the model files of {name}",
-                       lambda: self.client.log_model_artifacts(model_id, str(files)))
+            repo = get_artifact_repository(model.artifact_location, tracking_uri=self.client.tracking_uri)
+            self._call(f"store the model files of {name}", lambda: repo.log_artifacts(str(files)))
 
     def mark_best(self, epoch: int | None, previous: int | None) -> None:
         """Move the best mark (the new best's own model is marked by ``log``)."""
