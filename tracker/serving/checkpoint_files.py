@@ -20,11 +20,11 @@ from pathlib import Path
 
 from tracker.layout import PROJECT_ROOT
 from tracker.serving import checkpoint_loader
+from tracker.serving.log import CODE_PACKAGE, MODEL_CODE
 
 CODE_ZIP = "hype_code.zip"
 LOADER_MODULE = "hype_checkpoint"  # the loader's name inside the model's code/
 _LOADER = Path(checkpoint_loader.__file__)
-_SERVED = Path(__file__).with_name("pyfunc_model.py")
 
 
 def code_uri(run_id: str) -> str:
@@ -36,9 +36,9 @@ def code_zip() -> bytes:
     """hype/**/*.py and the served model's code, as the checkpoint loader imports them."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for path in sorted((PROJECT_ROOT / "hype").rglob("*.py")):
+        for path in sorted(CODE_PACKAGE.rglob("*.py")):
             z.write(path, path.relative_to(PROJECT_ROOT).as_posix())
-        z.write(_SERVED, f"{checkpoint_loader.SERVED_MODULE}.py")
+        z.write(MODEL_CODE, f"{checkpoint_loader.SERVED_MODULE}.py")
     return buf.getvalue()
 
 

@@ -11,6 +11,7 @@ from tracker import layout
 from tracker.layout import PROJECT_ROOT
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # models-from-code: no pickled classes
+CODE_PACKAGE = PROJECT_ROOT / "hype"  # what the model code imports, shipped with every hype model
 
 
 def pip_requirements() -> list[str]:
@@ -23,7 +24,7 @@ def pip_requirements() -> list[str]:
 def _model_args(embedding: Path) -> dict:
     """What every hype pyfunc model is made of: the model code, one embedding, hype's package."""
     return {"python_model": str(MODEL_CODE), "artifacts": {"embedding": str(embedding)},
-            "code_paths": [str(PROJECT_ROOT / "hype")], "pip_requirements": pip_requirements()}
+            "code_paths": [str(CODE_PACKAGE)], "pip_requirements": pip_requirements()}
 
 
 class _NoSignatureNotice(logging.Filter):
