@@ -34,6 +34,14 @@ class CountingClient(MlflowClient):
         return super().get_run(run_id)
 
 
+def end_epoch(tracked: TrackedTraining, result: EpochResult, state) -> str | None:
+    """An epoch as the trainer ends it: the decision on this thread, then the job's one request
+    that logs the epoch's metrics (here without a checkpoint, whose steps other tests cover)."""
+    reason = tracked.on_epoch_end(result, state)
+    tracked._log_epoch(tracked.snapshot(result.epoch), None)
+    return reason
+
+
 def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
     client = CountingClient(sqlite_tracking.tracking_uri)
     exp = client.create_experiment("flat")
@@ -55,7 +63,7 @@ def test_decision_cost_is_flat_after_10000_epochs(sqlite_tracking, tmp_path):
     reasons = []
     for epoch in range(10_001, 10_005):  # one improvement, then flat
         t0 = time.perf_counter()
-        reasons.append(tracked.on_epoch_end(EpochResult(epoch, 0.1, 0.3, 0.01, {"map": 0.7}), state))
+        reasons.append(end_epoch(tracked, EpochResult(epoch, 0.1, 0.3, 0.01, {"map": 0.7}), state))
         seconds.append(time.perf_counter() - t0)
     assert client.history_calls == 0  # never re-reads the 10,000 points
     assert client.run_reads == 0  # a finite value is stored as logged: nothing to read back
@@ -82,7 +90,7 @@ def test_a_value_the_store_changes_is_decided_as_the_store_returns_it(sqlite_tra
     tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, checkpoints), Progress())
     state = new_state(graph, config)
     for epoch, loss in enumerate([float("inf"), 2.0, 1.0], start=1):
-        tracked.on_epoch_end(EpochResult(epoch, loss, 0.3, 0.01, {}), state)
+        end_epoch(tracked, EpochResult(epoch, loss, 0.3, 0.01, {}), state)
     assert client.run_reads == 1  # only the infinite one was read back
     full = [(m.step, m.value) for m in MlflowClient(sqlite_tracking.tracking_uri).get_metric_history(
         run_id, "loss")]

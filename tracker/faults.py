@@ -7,9 +7,10 @@ exactly that moment). Without HYPE_FAULT (always, outside tests) point() only co
 module constant with None: the variable is read once, at import.
 
 The points, in the order an epoch reaches them:
-- "epoch": end of on_epoch_end (metrics logged, checkpoint not yet written);
+- "epoch": end of on_epoch_end (stop decided; metrics not yet logged, checkpoint not written);
 - "queued": the checkpoint is handed to the uploader (not necessarily saved yet; async only);
-- "save": in save_atomic, temporary file written and fsynced, not yet renamed;
+- "save": in save_atomic, temporary file written and fsynced; its model, the epoch's metrics
+  and the manifest row not yet written, the file not yet renamed;
 - "upload": the store has the checkpoint, the run has not yet marked it stored;
 - "delete": retention deleted the tracked copy, the local copy is not yet unlinked.
 """

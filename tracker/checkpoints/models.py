@@ -6,14 +6,15 @@ MLflow 3's way to browse deep-learning checkpoints: one LoggedModel per checkpoi
 artifacts are two small files that let `mlflow models serve -m models:/<id>` load it
 (tracker.serving.checkpoint_files); the weights are the run's ``hype_checkpoints/<name>`` file
 (its tag ``hype.artifact`` says where), so nothing is stored twice and the one lifecycle
-(inventory -> policies -> deleter) still owns the file. A model costs five small requests per
-checkpoint (create with its tags, its files, the epoch's metrics linked, finalize, outputs),
-and the run's code zip one more, once per process.
+(inventory -> policies -> deleter) still owns the file. A model costs four small requests per
+checkpoint (create with its tags, its files, finalize, outputs); the epoch's metrics are linked
+to it in the request that logs them anyway; the run's code zip costs one more, once per process.
 
-Lifecycle of a model: created once its checkpoint is confirmed stored (on the uploader's thread,
-never the training thread), READY a moment later, deleted with it. A kill in between leaves a
-PENDING model, or a model whose file is gone; ``sync`` (resume) replaces or deletes those by the
-run's inventory.
+Lifecycle of a model (on the uploader's thread, never the training thread): created PENDING once
+its checkpoint's bytes are durable and before they are renamed into place (``begin``), READY
+once the checkpoint is confirmed stored (``complete``), deleted with it. A kill in between
+leaves a PENDING model, or a model whose file is gone; ``sync`` (resume) replaces or deletes
+those by the run's inventory.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ BEST_NOTE = "**Best checkpoint** of its run (early stopping's best so far)."
 
 def artifact_uri(run_id: str, name: str) -> str:
     return f"runs:/{run_id}/{layout.CHECKPOINT_FOLDER}/{name}"
+
+
+def linked(metrics: list, model_id: str | None) -> list:
+    """The epoch's Metric rows, linked to its checkpoint's model (the Models table's columns)."""
+    if model_id is None:
+        return list(metrics)
+    return [Metric(x.key, x.value, x.timestamp, x.step, model_id=model_id) for x in metrics]
 
 
 def model_name(checkpoint_name: str) -> str:
@@ -86,9 +94,20 @@ class CheckpointModels:
 
     def log(self, name: str, epoch: int, *, size: int, sha256: str | None, best: bool,
             metrics: list | None = None) -> str:
-        """The model of a checkpoint confirmed stored: created with its tags, linked to the epoch's
-        metrics (the very Metric rows the epoch logged: MLflow stores an identical row once, so
-        the run's history is not doubled), READY, and listed in the run's outputs."""
+        """The model of a checkpoint confirmed stored (resume's sync): created with its tags,
+        linked to the epoch's metrics (MLflow stores an identical Metric row once, so the run's
+        history is not doubled), READY, and listed in the run's outputs."""
+        model = self.begin(name, epoch, size=size, sha256=sha256, best=best)
+        if metrics:
+            self._call("link the epoch's metrics to its model",
+                       lambda: self.client.log_batch(self.run_id, metrics=linked(metrics, model.model_id)))
+        self.complete(model, name, epoch)
+        return model.model_id
+
+    def begin(self, name: str, epoch: int, *, size: int, sha256: str | None, best: bool):
+        """Create the model of a checkpoint about to be stored: PENDING, with all its tags. The
+        trainer links the epoch's metrics to it in the request that logs them (one request, not
+        two) and completes it once the checkpoint is confirmed stored."""
         if epoch in self.by_epoch():  # a resumed run trains this epoch again: the old model goes
             self.delete(epoch)
         tags = {KIND_TAG: KIND, EPOCH_TAG: str(epoch), ARTIFACT_TAG: artifact_uri(self.run_id, name),
@@ -98,17 +117,16 @@ class CheckpointModels:
             self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
             tags=tags))
         self.by_epoch()[epoch] = (m.model_id, "PENDING")
-        self._store_files(m, name, epoch)
-        if metrics:
-            linked = [Metric(x.key, x.value, x.timestamp, x.step, model_id=m.model_id) for x in metrics]
-            self._call("link the epoch's metrics to its model",
-                       lambda: self.client.log_batch(self.run_id, metrics=linked))
+        return m
+
+    def complete(self, model, name: str, epoch: int) -> None:
+        """Its files stored, READY, and listed in the run's outputs (its checkpoint is stored)."""
+        self._store_files(model, name, epoch)
         self._call("finalize a checkpoint model",
-                   lambda: self.client.finalize_logged_model(m.model_id, "READY"))
+                   lambda: self.client.finalize_logged_model(model.model_id, "READY"))
         self._call("list a checkpoint model in the run's outputs", lambda: self.client.log_outputs(
-            self.run_id, [LoggedModelOutput(m.model_id, epoch)]))
-        self.by_epoch()[epoch] = (m.model_id, "READY")
-        return m.model_id
+            self.run_id, [LoggedModelOutput(model.model_id, epoch)]))
+        self.by_epoch()[epoch] = (model.model_id, "READY")
 
     def _store_files(self, model, name: str, epoch: int) -> None:
         """The files `mlflow models serve` loads the model by, and the run's code before the first.

@@ -1,7 +1,11 @@
-"""The glue: every training run is an MLflow run. Per epoch: log metrics -> save -> record in the
-manifest -> upload -> confirm -> retain (inventory -> policies -> deleter -> bookkeeping).
-Early stopping folds metric values read back from the store; resume rebuilds everything from
-the store and the run's manifest.
+"""The glue: every training run is an MLflow run. Per epoch, on the training thread: decide early
+stopping, snapshot the checkpoint, hand it over. Then, on the uploader's thread (or here when
+there is none), in epoch order: write the checkpoint's bytes -> its model (PENDING) -> log the
+epoch's metrics (linked to that model) and the run's changed tags in one request -> record in
+the manifest -> rename -> upload -> confirm -> model READY -> retain (inventory -> policies ->
+deleter -> bookkeeping). An epoch's metrics are in the store before its checkpoint exists, so a
+resume from any checkpoint replays the history up to it. Early stopping folds the values as the
+store holds them; resume rebuilds everything from the store and the run's manifest.
 
 What is never deleted: the final model, a checkpoint kept by a policy (newest N, best K, every
 k-th), the checkpoint the run resumed from, a checkpoint whose upload was not confirmed, and
@@ -26,6 +30,7 @@ from tracker import faults, layout
 from tracker.checkpoints.files import not_the_recorded, save_atomic, sha256_of
 from tracker.checkpoints.lifecycle import RunCheckpoints, retained_tags
 from tracker.checkpoints.manifest import Entry
+from tracker.checkpoints.models import linked
 from tracker.fmt import human_bytes, say
 from tracker.policy import names, stopping
 from tracker.policy.retention import CheckpointRecord
@@ -78,7 +83,8 @@ class Snapshot:
     values: dict[int, float]  # monitored metric by epoch, up to this one
     stop_state: stopping.StopState
     resumed_from: int | None
-    metrics: tuple = ()  # the epoch's Metric rows as logged, for its checkpoint's model
+    metrics: tuple = ()  # the epoch's Metric rows, logged (linked to its checkpoint's model) by the job
+    stop_reason: str | None = None  # early stopping's, decided at this epoch: a run tag beside them
 
 
 class TrackedTraining(RetentionPass):
@@ -100,7 +106,8 @@ class TrackedTraining(RetentionPass):
         bound = ctx.tconfig.upload_bound(ctx.config.workers)
         self.uploads = CheckpointQueue(bound, say=say) if bound else None
         self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
-        self.epoch_metrics: list[Metric] = []  # the last epoch's, as logged
+        self.epoch_metrics: list[Metric] = []  # the last epoch's, handed to its checkpoint's job
+        self.stop_reason: str | None = None  # the last epoch's early-stopping decision
 
     @property
     def stop_state(self) -> stopping.StopState:
@@ -120,9 +127,7 @@ class TrackedTraining(RetentionPass):
         and store it: on the uploader's thread when there is one, else here."""
         ckpt = state.checkpoint()
         ckpt["run_id"] = self.run_id  # the file says whose it is, as the manifest does
-        p = self.progress
-        snap = Snapshot(state.epoch, dict(p.values), p.stop_state, p.resumed_from,
-                        tuple(self.epoch_metrics))
+        snap = self.snapshot(state.epoch)
         if self.uploads is None:
             t0, before = time.perf_counter(), self.background_seconds
             with interrupts.section():  # Ctrl+C waits until the checkpoint is stored and retained
@@ -134,6 +139,12 @@ class TrackedTraining(RetentionPass):
         self.uploads.submit(lambda: self._store_checkpoint(ckpt, snap))
         self.tracking_seconds += time.perf_counter() - t0  # the hand-over, and any wait at the bound
         faults.point("queued")
+
+    def snapshot(self, epoch: int) -> Snapshot:
+        """What epoch ``epoch``'s job reads, as it is now (the epoch just ended)."""
+        p = self.progress
+        return Snapshot(epoch, dict(p.values), p.stop_state, p.resumed_from,
+                        tuple(self.epoch_metrics), self.stop_reason)
 
     def drain(self) -> None:
         """Wait for the queued checkpoints (stored and retained); raise the uploader's failure."""
@@ -161,18 +172,12 @@ class TrackedTraining(RetentionPass):
         values = {"loss": result.loss, "lr": result.lr, "epoch_seconds": result.seconds,
                   **result.metrics}
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, result.epoch) for k, v in values.items()]
-        self.epoch_metrics = metrics  # the checkpoint's model links these very rows
-        # Tags ride along only when they changed: each one costs a write in the store.
-        tags = retained_tags(self.progress.retained)
-        if self.stop_state.best_epoch is not None:
-            tags[layout.TAG_BEST_EPOCH] = str(self.stop_state.best_epoch)
-        changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
-        self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=changed)
-        self.logged_tags.update(tags)
-        reason = None
+        # Logged by this epoch's checkpoint job, in the request that links them to its model.
+        self.epoch_metrics = [Metric(k, float(v), now, result.epoch) for k, v in values.items()]
+        self.stop_reason = None
         if self.tconfig.monitor in values:
-            reason = self._decide_stop(result.epoch, state, float(values[self.tconfig.monitor]))
+            self.stop_reason = self._decide_stop(result.epoch, state, float(values[self.tconfig.monitor]))
+        reason = self.stop_reason
         if self.tconfig.plot_every and result.epoch % self.tconfig.plot_every == 0:
             from tracker.plot import log_disk_plot
 
@@ -189,7 +194,9 @@ class TrackedTraining(RetentionPass):
         # succeeded: that value is the logged one, with no read. NaN and inf are stored as other
         # numbers: those are read back (the latest of this metric is the step just logged).
         value = logged
-        if not math.isfinite(logged):
+        if not math.isfinite(logged):  # logged now, after the queued epochs, and read back
+            self.drain()
+            self._call(self.client.log_batch, self.run_id, metrics=self.epoch_metrics)
             run = self._call(self.client.get_run, self.run_id)
             value = run.data.metrics.get(self.tconfig.monitor)
             if value is None:
@@ -203,8 +210,7 @@ class TrackedTraining(RetentionPass):
             p.best_emb = state.emb.detach().clone()
         stop, reason = stopping.should_stop(p.stop_state, self.stop_cfg, self.tconfig.monitor)
         if stop:
-            self._call(self.client.set_tag, self.run_id, layout.TAG_STOP_REASON, reason)
-            say(reason)
+            say(reason)  # the run's tag says it too, beside this epoch's metrics
             return reason
         return None
 
@@ -217,11 +223,17 @@ class TrackedTraining(RetentionPass):
         self._check_in_the_way(path, epoch)
         value = snap.values.get(epoch)
 
-        recorded: dict[str, str] = {}
+        model = None
 
-        def record(tmp: Path) -> None:  # before the rename: a kill never leaves an unrecorded file
-            recorded["sha256"] = sha256_of(tmp)
-            manifest.record(Entry(epoch, name, tmp.stat().st_size, recorded["sha256"], "written", value))
+        def record(tmp: Path) -> None:
+            # The bytes are durable. Before the rename, so that no complete checkpoint exists that
+            # the run's records do not name, nor one whose epoch's metrics the store lacks: the
+            # model (PENDING), the epoch's metrics and tags, then the manifest's row.
+            nonlocal model
+            size, sha256 = tmp.stat().st_size, sha256_of(tmp)
+            model = self._begin_model(name, epoch, size, sha256, snap)
+            self._log_epoch(snap, model)
+            manifest.record(Entry(epoch, name, size, sha256, "written", value))
 
         try:
             size = save_atomic(ckpt, path, before_replace=record)
@@ -233,7 +245,7 @@ class TrackedTraining(RetentionPass):
         listing = self._upload(path)
         faults.point("upload")
         manifest.set_state(epoch, "stored")
-        self._log_model(epoch, name, size, recorded.get("sha256"), snap)
+        self._complete_model(model, name, epoch, snap)
         if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
             projected = size * (self.config.epochs - epoch + len(self.progress.retained) + 1)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
@@ -244,13 +256,32 @@ class TrackedTraining(RetentionPass):
         self.apply_retention(listing=listing, saved=name, snap=replace(snap, resumed_from=None))
         self.background_seconds += time.perf_counter() - t0
 
-    def _log_model(self, epoch: int, name: str, size: int, sha256: str | None, snap: Snapshot) -> None:
+    def _log_epoch(self, snap: Snapshot, model) -> None:
+        """The epoch's metrics (linked to its checkpoint's model) and the run's tags that changed,
+        in one request. Tags ride along only when they changed: each one costs a write."""
+        tags = retained_tags(self.progress.retained)
+        if snap.stop_state.best_epoch is not None:
+            tags[layout.TAG_BEST_EPOCH] = str(snap.stop_state.best_epoch)
+        if snap.stop_reason:
+            tags[layout.TAG_STOP_REASON] = snap.stop_reason
+        changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
+        metrics = linked(snap.metrics, model.model_id if model is not None else None)
+        self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=changed)
+        self.logged_tags.update(tags)
+
+    def _begin_model(self, name: str, epoch: int, size: int, sha256: str, snap: Snapshot):
         models = self.ctx.checkpoints.models
         if models is None:
+            return None
+        return self._store(models.begin, name, epoch, size=size, sha256=sha256,
+                           best=snap.stop_state.best_epoch == epoch)
+
+    def _complete_model(self, model, name: str, epoch: int, snap: Snapshot) -> None:
+        models = self.ctx.checkpoints.models
+        if models is None or model is None:
             return
+        self._store(models.complete, model, name, epoch)
         best = snap.stop_state.best_epoch
-        self._store(models.log, name, epoch, size=size, sha256=sha256, best=best == epoch,
-                    metrics=list(snap.metrics))
         if best == epoch and self.marked_best not in (None, epoch):
             self._store(models.mark_best, epoch, self.marked_best)
         if best == epoch:
