@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
         client.set_terminated(tracked.run_id, "KILLED")
         raise
     t_train = time.perf_counter()
-    final, path = finish(tracked, result.state, result.stop_reason)
+    final, path, _ = finish(tracked, result.state, result.stop_reason)
     wall = time.perf_counter() - t0
     reached = meets(final["final_mean_rank"], final["final_map"])
     summary = {

@@ -8,6 +8,7 @@ process of the group survives.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -15,12 +16,26 @@ from typing import NamedTuple
 
 import pytest
 
+from commands.train import STORE_EVERY_ENV
 from tests.servers import (
     PG_BIN,
     basic_auth_mlflow_server,
     mlflow_server,
     postgres_cluster,
 )
+
+# The retention, lifecycle and resume tests count on every epoch's checkpoint being stored. With
+# MLflow's store slower than their tiny epochs, the default would replace most waiting
+# checkpoints by newer ones (tracker.policy.supersede); tests of that default use `superseding`.
+# Set here, at import, so that every `train` these tests start (in-process or a child) sees it;
+# tests that call run_training directly say TrackerConfig(store_every=True).
+os.environ[STORE_EVERY_ENV] = "1"
+
+
+@pytest.fixture
+def superseding(monkeypatch):
+    """The default: at the bound, a waiting checkpoint only newest N keeps is replaced."""
+    monkeypatch.delenv(STORE_EVERY_ENV)
 
 
 class SqliteTracking(NamedTuple):

@@ -56,7 +56,7 @@ def _train(sqlite_tracking, tmp_path, *extra):
 
 
 def test_training_goes_on_while_uploads_are_slow_and_the_bound_holds(sqlite_tracking, tmp_path, throttled):
-    out, run_dir, _ = _train(sqlite_tracking, tmp_path)
+    out, run_dir, _ = _train(sqlite_tracking, tmp_path, "--store-every-checkpoint")
     gaps = throttled["gaps"]
     assert len(gaps) == 8 and throttled["thread"] == {"hype-uploader"}
     assert max(gaps) >= 2  # training was epochs ahead of the upload in progress
@@ -70,6 +70,29 @@ def test_training_goes_on_while_uploads_are_slow_and_the_bound_holds(sqlite_trac
     tracked = sorted(a.path.rsplit("/", 1)[1] for a in listed)
     assert tracked == sorted(p.name for p in run_dir.glob("tree_epoch*.pth")) == [
         "tree_epoch0007.pth", "tree_epoch0008.pth"]
+
+
+def test_by_default_training_does_not_wait_checkpoints_only_newest_n_keeps_are_replaced(
+        sqlite_tracking, tmp_path, throttled, superseding):
+    """The default: at the bound, a waiting checkpoint that only newest N keeps is replaced by the
+    next one. Training never waits; every epoch's metrics still go in; the last one is stored."""
+    out, run_dir, _ = _train(sqlite_tracking, tmp_path)
+    uploaded = len(throttled["gaps"])
+    replaced = 8 - uploaded
+    assert "Training waits" not in out
+    assert replaced >= 3  # 8 tiny epochs against 0.3 s per upload: most are replaced
+    assert (f"{replaced} checkpoint(s) were replaced by the next epoch's while the tracking store "
+            "was busy") in out
+    # training ran ahead of the upload in progress (what waits stays within the bound: test_supersede)
+    assert throttled["thread"] == {"hype-uploader"} and max(throttled["gaps"]) >= 3
+    client = MlflowClient(sqlite_tracking.tracking_uri)
+    assert sorted(m.step for m in client.get_metric_history(run_dir.name, "loss")) == list(range(1, 9))
+    run = client.get_run(run_dir.name)
+    retained = [int(e) for e in run.data.tags[layout.TAG_RETAINED_EPOCHS].split(",")]
+    assert retained[-1] == 8 and len(retained) == 2  # the last epoch is always stored
+    listed = sorted(a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run_dir.name, "hype_checkpoints"))
+    assert listed == sorted(p.name for p in run_dir.glob("tree_epoch*.pth")) == [
+        f"tree_epoch{e:04d}.pth" for e in retained]
 
 
 def test_the_synchronous_path_stores_each_checkpoint_before_the_next_epoch(sqlite_tracking, tmp_path,

@@ -73,7 +73,7 @@ def _train(uri, graph, ckpt, *, experiment="bad-input", epochs=2, keep=1, **conf
     return run_training(
         uri=uri, graph=graph,
         config=TrainConfig(epochs=epochs, burnin=1, eval_every=1, negs=4, lr=1.0, **{"dim": 2, **config}),
-        tconfig=TrackerConfig(model_name="tree", keep=keep, keep_best=False, monitor="loss",
+        tconfig=TrackerConfig(store_every=True, model_name="tree", keep=keep, keep_best=False, monitor="loss",
                               patience=100, checkpoint_root=ckpt, log_pyfunc=False),
         experiment=experiment, progress=False,
     ).run_id
@@ -98,6 +98,15 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
     client.log_metric(plain.info.run_id, "map", 0.5, step=1)
     client.set_terminated(plain.info.run_id, "FINISHED")
     runs["plain"] = plain.info.run_id
+    # an evaluate run of `mlflow run` (a project entry point that is not hype's training), finished
+    evaluate = client.create_run(client.get_experiment_by_name("bad-input").experiment_id,
+                                 tags={"mlflow.project.entryPoint": "evaluate"})
+    client.log_metric(evaluate.info.run_id, "map", 0.5, step=1)
+    client.set_terminated(evaluate.info.run_id, "FINISHED")
+    runs["evaluate"] = evaluate.info.run_id
+    # a hype run killed mid-training: RUNNING, with checkpoints (a leftover MLFLOW_RUN_ID names it)
+    runs["running"] = _train(uri, graph, ckpt)
+    client.update_run(runs["running"], status="RUNNING")
 
     # "gone": every checkpoint deleted on both sides (the final model stays)
     store = TrackedCheckpoints(runs["gone"], client=client)
@@ -126,6 +135,7 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
     (root / "self_loops.csv").write_text("id1,id2,weight\na,a,1\nb,b,1\n")
     (root / "long_name.csv").write_text("id1,id2,weight\n" + "a" * 131_073 + ",b,1\n")
     (root / "a_file").write_text("not a directory\n")
+    shutil.copy(root / "tree_closure.csv", root / "snap_epoch3.csv")  # its model name would be snap_epoch3
     good = load(w.newest("keep_all"))
     torch.save(good, root / "good.pth")
     (root / "truncated.pth").write_bytes((root / "good.pth").read_bytes()[:300])
@@ -250,10 +260,16 @@ CASES = {
                          "model name is empty"),
     "model-name-like-a-checkpoint": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--model-name",
                                                                "snap_epoch3"), "ends like a checkpoint"),
+    "dataset-name-like-a-checkpoint": (lambda w, mp: _train_args(w, "--dataset", w.root / "snap_epoch3.csv"),
+                                       "ends like a checkpoint"),
     "monitor-never-logged": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--monitor", "mapp"),
                              "'mapp' is never logged by a run; choose from map, mean_rank, loss"),
     "resume-not-a-hype-run": (lambda w, mp: [*_resume(w, "plain"), "--dataset", w.tree],
                               "was not made by hype train"),
+    "resume-an-mlflow-run-evaluate-run": (lambda w, mp: [*_resume(w, "evaluate"), "--dataset", w.tree],
+                                          "entry point 'evaluate'"),
+    "mlflow-run-id-of-a-running-hype-run-that-trained": (lambda w, mp: _with_run_id(w, mp, "running"),
+                                                         "which already trained"),
     "mlflow-run-id-of-a-finished-hype-run": (lambda w, mp: _with_run_id(w, mp, "keep_all"),
                                              "names a FINISHED run"),
     "mlflow-run-id-of-a-plain-finished-run": (lambda w, mp: _with_run_id(w, mp, "plain"),

@@ -35,7 +35,7 @@ def train(uri, graph, tmp_path, *, epochs=6, experiment="t", interrupt_before_fi
     """A real run keeping every checkpoint; its best is epoch 3 (the first after burn-in, by
     monitoring a falling loss with mode max), so keep=2 leaves the best outside the newest 2."""
     config = TrainConfig(dim=2, epochs=epochs, burnin=2, eval_every=1, negs=4, lr=1.0)
-    tconfig = TrackerConfig(model_name="tree", keep=None, checkpoint_root=tmp_path / "ckpt",
+    tconfig = TrackerConfig(store_every=True, model_name="tree", keep=None, checkpoint_root=tmp_path / "ckpt",
                             log_pyfunc=log_pyfunc, monitor="loss", mode="max", patience=100)
     if interrupt_before_finish:
         # The process dies after its last checkpoint, before closing the run: it stays RUNNING,

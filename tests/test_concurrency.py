@@ -93,7 +93,7 @@ def test_two_trainings_and_a_cleanup_at_once(pg_mlflow_server, tmp_path):
     done = run_training(
         uri=url, graph=load_edge_csv(dataset),
         config=TrainConfig(dim=3, epochs=8, burnin=2, eval_every=1, negs=5, lr=1.0),
-        tconfig=TrackerConfig(model_name="tree", keep=None, monitor="loss", patience=100,
+        tconfig=TrackerConfig(store_every=True, model_name="tree", keep=None, monitor="loss", patience=100,
                               checkpoint_root=tmp_path / "finished", log_pyfunc=False),
         experiment=EXPERIMENT, progress=False)
 

@@ -36,7 +36,8 @@ def test_held_checkpoints_count_as_already_paid_for():
 def _run(uri, tmp_path, **kw):
     graph = load_edge_csv(write_tree_closure(tmp_path / "t_closure.csv", depth=2))
     return run_training(uri=uri, graph=graph, config=TrainConfig(dim=2, epochs=3, burnin=1, negs=3),
-                        tconfig=TrackerConfig(model_name="t", checkpoint_root=tmp_path / "ckpt",
+                        tconfig=TrackerConfig(store_every=True,
+                                              model_name="t", checkpoint_root=tmp_path / "ckpt",
                                               log_pyfunc=False, disk_margin=MB, **kw),
                         experiment="disk", progress=False)
 

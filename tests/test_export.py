@@ -30,7 +30,8 @@ def trained(sqlite_tracking, tmp_path):
     out = {}
     for manifold in ("poincare", "lorentz"):
         config = TrainConfig(manifold=manifold, dim=2, epochs=4, burnin=1, eval_every=2, negs=4, lr=1.0)
-        tconfig = TrackerConfig(model_name=f"tree_{manifold}", keep=2, checkpoint_root=tmp_path / "ckpt",
+        tconfig = TrackerConfig(store_every=True,
+                                model_name=f"tree_{manifold}", keep=2, checkpoint_root=tmp_path / "ckpt",
                                 log_pyfunc=False)
         out[manifold] = run_training(uri=sqlite_tracking.tracking_uri, graph=graph, config=config,
                                      tconfig=tconfig, experiment="t", progress=False)

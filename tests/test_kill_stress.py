@@ -13,6 +13,21 @@ from tests.stress.kill_stress import EXTERNAL, Kill, Settings, bound_problems, c
 from tracker import faults
 
 
+@pytest.mark.slow
+def test_killed_while_checkpoints_are_replaced_the_resumed_run_loses_nothing(sqlite_tracking, tmp_path):
+    """The default at the upload bound (waiting checkpoints only newest N keeps are replaced):
+    killed at a handed-over checkpoint, in a save and from outside, each resume finds a
+    consistent run; every epoch's metrics are in the store at the end."""
+    s = Settings(epochs=12, keep=3, keep_best=True, supersede=True)
+    plan = [Kill("queued", 3), Kill("save", 2), Kill(EXTERNAL, delay_s=0.1)]
+    dataset = write_tree_closure(tmp_path / "tree.csv", branching=3, depth=3)
+    trial = run_trial(0, plan, None, s, uri=sqlite_tracking.tracking_uri, work=tmp_path / "work",
+                      dataset=dataset)
+    assert trial.ok, "\n".join(trial.problems)
+    assert trial.kills and str(trial.kills[0]) == "queued:3"
+    assert trial.max_checkpoints <= s.keep + 2
+
+
 @pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("save:3", ("save", 3, "KILL")),
                                              ("delete:1", ("delete", 1, "KILL")),
                                              ("delete:2:INT", ("delete", 2, "INT"))])

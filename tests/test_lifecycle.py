@@ -40,7 +40,8 @@ def train(uri, graph, root, *, keep=3, keep_best=2, keep_every=4, epochs=12, exp
     """A real run; monitoring the (falling) loss with mode max makes the best epochs the first
     ones after burn-in, so best K and every k keep checkpoints outside the newest N."""
     config = TrainConfig(dim=2, epochs=epochs, burnin=2, eval_every=1, negs=4, lr=1.0)
-    tconfig = TrackerConfig(model_name="tree", keep=keep, keep_best=keep_best, keep_every=keep_every,
+    tconfig = TrackerConfig(store_every=True,
+                            model_name="tree", keep=keep, keep_best=keep_best, keep_every=keep_every,
                             checkpoint_root=root, log_pyfunc=False, monitor="loss", mode="max",
                             patience=100)
     return run_training(uri=uri, graph=graph, config=config, tconfig=tconfig, experiment=experiment,

@@ -143,6 +143,7 @@ def test_a_best_damaged_on_both_sides_is_said_and_the_newest_resumes(sqlite_trac
     r = _resume(uri, run_id, "--epochs", "4")
     assert r.exit_code == 0, r.output
     assert "the best checkpoint, epoch 2 (loss=" in r.output and "its weights are lost" in r.output
+    assert "Final model (epoch 4): " in r.output  # the weights it holds, not the lost best's epoch
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags[layout.TAG_FINAL_EPOCH] == "4"
 

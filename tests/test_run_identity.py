@@ -3,6 +3,8 @@ with one final model; --epochs never goes below what a run already trained."""
 
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
@@ -87,6 +89,39 @@ def test_resume_applies_records_and_prints_what_may_change(sqlite_tracking, tmp_
     assert record.startswith("at epoch 4: ") and "keep_checkpoints 20 -> 2" in record
     assert tags[layout.TAG_RETAINED_EPOCHS] == "7,8"  # the new retention applied: newest 2, no best
     assert client.get_run(run_id).data.params["keep_checkpoints"] == "20"  # params stay as logged
+
+
+def test_a_second_resume_keeps_what_the_first_changed(sqlite_tracking, tmp_path):
+    """Params are immutable: each resume starts from the params as earlier resumes changed them
+    (hype.resumed_params), so a resume without options keeps retention, epochs and lr."""
+    uri = sqlite_tracking.tracking_uri
+    run_id = _train(uri, tmp_path, "--epochs", "4", "--patience", "100", "--no-pyfunc")
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "8",
+               "--keep-checkpoints", "2", "--keep-best", "0", "--lr", "0.25", "--store-every-checkpoint")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "10",
+               "--store-every-checkpoint")
+    assert r.exit_code == 0, r.output
+    assert "Resume changes epochs 8 -> 10" in r.output and "(epoch 8/10)" in r.output
+    assert "keep_checkpoints" not in r.output and "lr " not in r.output  # nothing reverted
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["hype.resume.2"] == "at epoch 8: epochs 8 -> 10"
+    assert run.data.tags[layout.TAG_RETAINED_EPOCHS] == "9,10"  # still newest 2, no best
+    assert json.loads(run.data.tags[layout.TAG_RESUMED_PARAMS]) == {
+        "epochs": "10", "keep_checkpoints": "2", "keep_best": "0", "lr": "0.25"}
+    lrs = {m.step: m.value for m in client.get_metric_history(run_id, "lr")}
+    assert lrs[10] == lrs[6] != lrs[4]  # the second resume trained at the first one's lr
+    # below what the run (as changed) has trained: refused, naming its epochs as changed
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "9")
+    assert r.exit_code == 1 and "10" in r.output.strip().splitlines()[-1]
+    # an edited record is refused in one line, and nothing is changed
+    client.set_tag(run_id, layout.TAG_RESUMED_PARAMS, '{"dim": "5"}')
+    before = client.get_run(run_id).data.tags
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "12")
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "is not a JSON object of changeable params" in r.output
+    assert client.get_run(run_id).data.tags == before
 
 
 def test_resume_refuses_what_defines_the_run(sqlite_tracking, tmp_path):

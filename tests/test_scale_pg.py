@@ -173,7 +173,7 @@ def test_cleanup_by_experiment_then_the_final_model_still_serves(flow):
 
 def _in_process(uri: str, graph, ckpt: Path, epochs: int, experiment: str):
     config = TrainConfig(dim=3, epochs=epochs, burnin=BURNIN, eval_every=1, negs=5, lr=1.0)
-    tconfig = TrackerConfig(model_name="tree", keep=KEEP, monitor="loss", patience=10_000,
+    tconfig = TrackerConfig(store_every=True, model_name="tree", keep=KEEP, monitor="loss", patience=10_000,
                             checkpoint_root=ckpt, log_pyfunc=False)
     return run_training(uri=uri, graph=graph, config=config, tconfig=tconfig, experiment=experiment,
                         progress=False)

@@ -40,7 +40,7 @@ def served_run(tmp_path_factory, _migrated_sqlite_db):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     graph = load_edge_csv(write_tree_closure(root / "tree_closure.csv", depth=2))
     config = TrainConfig(dim=2, epochs=5, burnin=1, eval_every=1, negs=4, lr=1.0)
-    tconfig = TrackerConfig(model_name="tree", keep=2, checkpoint_root=root / "ckpt")
+    tconfig = TrackerConfig(store_every=True, model_name="tree", keep=2, checkpoint_root=root / "ckpt")
     out = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig, experiment="serve",
                        progress=False)
     return uri, out, root

@@ -28,7 +28,7 @@ def tree(tmp_path):
 
 def _train(uri, graph, tmp_path, *, epochs=25, keep=20, experiment="t", **kw):
     config = TrainConfig(dim=3, epochs=epochs, burnin=2, eval_every=1, negs=5, lr=1.0)
-    tconfig = TrackerConfig(model_name="tree", keep=keep, checkpoint_root=tmp_path / "ckpt",
+    tconfig = TrackerConfig(store_every=True, model_name="tree", keep=keep, checkpoint_root=tmp_path / "ckpt",
                             log_pyfunc=False, **kw)
     return run_training(uri=uri, graph=graph, config=config, tconfig=tconfig, experiment=experiment,
                         progress=False)

@@ -30,6 +30,9 @@ TAG_INIT_FROM = "hype.init_from"  # warm start: RUN_ID:EPOCH or a checkpoint fil
 TAG_INIT_FROM_RUN = "hype.init_from_run"  # the run it came from, when it came from one
 TAG_NOTE = "mlflow.note.content"  # the run's description: markdown the UI shows on the run page
 TAG_RETENTION_ERROR = "hype.retention_error"  # why retention stopped deleting in this run
+# The params as resumes changed them, JSON {param: value} (params are immutable): what the next
+# resume starts from. The hype.resume.<n> tags say the same in words, one per resume.
+TAG_RESUMED_PARAMS = "hype.resumed_params"
 
 
 def ui_link(base: str, experiment_id: str, run_id: str | None = None) -> str:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from commands.train import STORE_EVERY_ENV
 from tests.datasets import write_tree_closure
 from tracker import faults, layout
 from tracker.checkpoints.files import CheckpointError, load
@@ -69,6 +70,16 @@ class Settings:
     keep_best: bool = True
     eval_every: int = 2
     burnin: int = 2
+    # the default at the bound: waiting checkpoints only newest N keeps are replaced by newer
+    # ones (tracker.policy.supersede); False: every epoch's checkpoint is stored
+    supersede: bool = False
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.pop(STORE_EVERY_ENV, None)
+        if not self.supersede:
+            env[STORE_EVERY_ENV] = "1"
+        return env
 
     def train_args(self) -> list[str]:
         # patience far beyond the epochs: every run ends at `epochs`, so the newest N are known
@@ -313,7 +324,7 @@ def run_trial(index: int, plan: list[Kill | None], rng: random.Random | None, s:
                 kill = None
             cmd = base + (["--resume", trial.run_id, "--quiet"] if resume
                           else ["--dataset", str(dataset), *s.train_args()])
-            p = run_process(cmd, kill, cwd=work, env=dict(os.environ), resume=resume)
+            p = run_process(cmd, kill, cwd=work, env=s.env(), resume=resume)
             trial.processes.append(p)
             logs = work / "logs"
             logs.mkdir(exist_ok=True)
@@ -399,14 +410,23 @@ def verify(uri: str, run_id: str, run_dir: Path, s: Settings, over) -> list[str]
     if final.is_file() and listed.get(want) != final.stat().st_size:
         problems.append(f"tracked final model: {want} listed as {listed.get(want)}, local "
                         f"{final.stat().st_size} bytes")
-    # the retained set: exactly the newest N, plus the best epoch when keep_best holds it
+    # the retained set: exactly the newest N, plus the best epoch when keep_best holds it; when
+    # checkpoints may be replaced, the newest N stored: the last epoch, and at most N besides the best
     epochs = {names.parse_checkpoint_name(n).epoch for n in local}
     newest = set(range(s.epochs - s.keep + 1, s.epochs + 1))
     best = int(run.data.tags.get(layout.TAG_BEST_EPOCH, -1))
     allowed = newest | ({best} if s.keep_best else set())
-    if not newest <= epochs or not epochs <= allowed:
+    if s.supersede:
+        if s.epochs not in epochs or len(epochs - ({best} if s.keep_best else set())) > s.keep:
+            problems.append(f"retained epochs {sorted(epochs)}: expected epoch {s.epochs} and at most "
+                            f"{s.keep} others" + (f" besides the best {best}" if s.keep_best else ""))
+    elif not newest <= epochs or not epochs <= allowed:
         problems.append(f"retained epochs {sorted(epochs)}, expected the newest {sorted(newest)}"
                         + (f" (+ best {best})" if s.keep_best else ""))
+    # every epoch's metrics went in (a replaced checkpoint's too), each step once or more
+    steps = {int(m.step) for m in client.get_metric_history(run_id, "loss")}
+    if steps != set(range(1, s.epochs + 1)):
+        problems.append(f"loss logged for epochs {sorted(steps)}, expected 1..{s.epochs}")
     problems += bound_problems(over, s.keep, s.keep_best, ever_best(client, run_id, s))
     return problems
 
@@ -511,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="mix: trials alternate --keep-best (even) and --no-keep-best (odd)")
     ap.add_argument("--no-cleanup-kills", dest="cleanup_kills", action="store_false",
                     help="skip the phase that kills a `cleanup --keep 1` of each finished trial")
+    ap.add_argument("--supersede", choices=["on", "off", "mix"], default="mix",
+                    help="on: the default at the upload bound (waiting checkpoints only newest N keeps "
+                         "are replaced); off: --store-every-checkpoint; mix: alternate in pairs")
     ap.add_argument("--server", action="store_true",
                     help="train through a proxied `mlflow server` (SQLite backend) instead")
     ap.add_argument("--workdir", type=Path, default=None,
@@ -533,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         trials, t0 = [], time.monotonic()
         for i in range(args.trials):
             keep_best = {"on": True, "off": False}.get(args.keep_best, i % 2 == 0)
-            s = Settings(epochs=args.epochs, keep=args.keep, keep_best=keep_best)
+            supersede = {"on": True, "off": False}.get(args.supersede, (i // 2) % 2 == 1)
+            s = Settings(epochs=args.epochs, keep=args.keep, keep_best=keep_best, supersede=supersede)
             first = draw_kill(rng, KINDS[i % len(KINDS)], s, first=True, epochs_left=s.epochs)
             t = run_trial(i, [first], rng, s, uri=uri, work=work, dataset=dataset)
             if t.ok and args.cleanup_kills:
@@ -545,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
                 t.cleanup_kills += procs[0].killed
                 t.problems += problems
             trials.append(t)
-            print(f"trial {i:2d}: {'ok  ' if t.ok else 'FAIL'} keep_best={keep_best!s:5} kills "
+            print(f"trial {i:2d}: {'ok  ' if t.ok else 'FAIL'} keep_best={keep_best!s:5} "
+                  f"supersede={supersede!s:5} kills "
                   f"[{', '.join(map(str, t.kills))}] processes {len(t.processes)} max ckpts "
                   f"{t.max_checkpoints} ({sum(p.seconds for p in t.processes):.0f} s)", flush=True)
         print(summarize(trials, Settings(epochs=args.epochs, keep=args.keep), time.monotonic() - t0))

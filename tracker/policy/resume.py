@@ -5,12 +5,17 @@ Options given on the command line of a resume are compared with what the run rec
   so as a ``hype.resume.<n>`` tag: "at epoch 12: patience 6 -> 10; keep_checkpoints 20 -> 5");
 - FIXED ones define the run (its geometry, its data, its names, its stopping metric): a value
   that differs is refused with one line; the same value is fine.
-Options about this process only (quiet, force, disk margin, checkpoint folder, tracking URI)
-are neither: they are used and not recorded.
+Options about this process only (quiet, force, disk margin, checkpoint folder, tracking URI,
+upload queue, --store-every-checkpoint) are neither: they are used and not recorded.
+
+A resume starts from the params as earlier resumes changed them: ``effective`` overlays the
+cumulative changes (one JSON tag, ``overlay`` writes it) on the params, so a second resume
+without options keeps what the first one changed.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -90,6 +95,32 @@ def plan(given: Mapping[str, object], params: Mapping[str, str], *, experiment: 
                                f"{FIXED[option] or option} cannot change on resume (start a new run "
                                "for that)")
     return changes, refused
+
+
+def effective(params: Mapping[str, str], overlay_tag: str | None) -> dict[str, str]:
+    """The run's params with earlier resumes' changes applied; ValueError (one line) when the
+    tag is not what ``overlay`` writes (edited by hand: nothing is guessed)."""
+    out = dict(params)
+    if not overlay_tag:
+        return out
+    try:
+        changed = json.loads(overlay_tag)
+    except ValueError:
+        changed = None
+    allowed = {param for param, _ in CHANGEABLE.values()}
+    if not isinstance(changed, dict) or not all(
+            k in allowed and isinstance(v, str) for k, v in changed.items()):
+        raise ValueError(f"its resume record (tag {overlay_tag[:80]!r}) is not a JSON object of "
+                         f"changeable params ({', '.join(sorted(allowed))}) to strings")
+    out.update(changed)
+    return out
+
+
+def overlay(overlay_tag: str | None, changes: list[Change]) -> str:
+    """The tag after this resume: the earlier changes, then this one's."""
+    changed = json.loads(overlay_tag) if overlay_tag else {}
+    changed.update({c.param: c.after for c in changes})
+    return json.dumps(changed, sort_keys=True)
 
 
 def record(changes: list[Change], epoch: int, rolled_back_from: int | None = None) -> str:

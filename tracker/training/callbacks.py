@@ -16,29 +16,27 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from hype.config import TrainConfig
 from hype.data import Graph
 from hype.train import EpochResult, TrainState
-from tracker import faults, layout
-from tracker.checkpoints.files import not_the_recorded, save_atomic, sha256_of
-from tracker.checkpoints.lifecycle import RunCheckpoints, retained_tags
-from tracker.checkpoints.manifest import Entry
-from tracker.checkpoints.models import linked
-from tracker.fmt import human_bytes, say
-from tracker.policy import names, stopping
+from tracker import faults
+from tracker.checkpoints.lifecycle import RunCheckpoints
+from tracker.fmt import say
+from tracker.policy import names, stopping, supersede
 from tracker.policy.retention import CheckpointRecord
 from tracker.store import retry
-from tracker.store.errors import StoreError, StoreUnavailable, TrackingError
+from tracker.store.errors import StoreUnavailable, TrackingError
 from tracker.training import interrupts
 from tracker.training.config import TrackerConfig
 from tracker.training.retain import RetentionPass
+from tracker.training.storing import CheckpointJob, Snapshot, StoringPass
 from tracker.training.uploader import CheckpointQueue
 
 __all__ = ["Progress", "RunContext", "Snapshot", "TrackedTraining", "TrackerConfig", "call_with_retry", "say"]
@@ -74,20 +72,7 @@ class Progress:
     stopped: str | None = None  # resumed after it had stopped early: train nothing, finish it
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What the policies read for one checkpoint, as it was when the epoch ended: the uploader
-    decides retention for epoch e by what was known at e, never by a later epoch's best."""
-
-    epoch: int
-    values: dict[int, float]  # monitored metric by epoch, up to this one
-    stop_state: stopping.StopState
-    resumed_from: int | None
-    metrics: tuple = ()  # the epoch's Metric rows, logged (linked to its checkpoint's model) by the job
-    stop_reason: str | None = None  # early stopping's, decided at this epoch: a run tag beside them
-
-
-class TrackedTraining(RetentionPass):
+class TrackedTraining(RetentionPass, StoringPass):
     """hype.train callbacks that track one MLflow run (fresh or resumed)."""
 
     def __init__(self, ctx: RunContext, progress: Progress):
@@ -136,9 +121,27 @@ class TrackedTraining(RetentionPass):
             self.tracking_seconds += time.perf_counter() - t0
             return
         t0 = time.perf_counter()
-        self.uploads.submit(lambda: self._store_checkpoint(ckpt, snap))
+        choose = None if self.tconfig.store_every else (lambda waiting: self._replaceable(waiting, snap))
+        self.uploads.submit(CheckpointJob(self, ckpt, snap), choose)
         self.tracking_seconds += time.perf_counter() - t0  # the hand-over, and any wait at the bound
         faults.point("queued")
+
+    def _replaceable(self, waiting: list[CheckpointJob], snap: Snapshot) -> tuple[int | None, str]:
+        """Which waiting job the checkpoint of ``snap`` replaces (tracker.policy.supersede)."""
+        def record(s: Snapshot) -> CheckpointRecord:
+            return CheckpointRecord(s.epoch, names.checkpoint_name(self.tconfig.model_name, s.epoch),
+                                    value=snap.values.get(s.epoch))
+
+        epoch, why = supersede.replaceable([record(j.snap) for j in waiting], self.progress.retained,
+                                           record(snap), self.policies(snap))
+        if epoch is None:
+            return None, why
+        return next(i for i, j in enumerate(waiting) if j.snap.epoch == epoch), why
+
+    @property
+    def replaced(self) -> int:
+        """Checkpoints replaced by a newer one while the store was busy (their metrics went in)."""
+        return self.uploads.replaced if self.uploads is not None else 0
 
     def snapshot(self, epoch: int) -> Snapshot:
         """What epoch ``epoch``'s job reads, as it is now (the epoch just ended)."""
@@ -214,102 +217,7 @@ class TrackedTraining(RetentionPass):
             return reason
         return None
 
-    def _store_checkpoint(self, ckpt: dict, snap: Snapshot) -> None:
-        t0 = time.perf_counter()
-        epoch = snap.epoch
-        name = names.checkpoint_name(self.tconfig.model_name, epoch)
-        path = self.local_dir / name
-        manifest = self.ctx.checkpoints.manifest
-        self._check_in_the_way(path, epoch)
-        value = snap.values.get(epoch)
-
-        model = None
-
-        def record(tmp: Path) -> None:
-            # The bytes are durable. Before the rename, so that no complete checkpoint exists that
-            # the run's records do not name, nor one whose epoch's metrics the store lacks: the
-            # model (PENDING), the epoch's metrics and tags, then the manifest's row.
-            nonlocal model
-            size, sha256 = tmp.stat().st_size, sha256_of(tmp)
-            model = self._begin_model(name, epoch, size, sha256, snap)
-            self._log_epoch(snap, model)
-            manifest.record(Entry(epoch, name, size, sha256, "written", value))
-
-        try:
-            size = save_atomic(ckpt, path, before_replace=record)
-        except OSError as e:  # disk full, folder gone or read-only: the older checkpoints stay
-            raise TrackingError(f"could not write checkpoint {path}: {e.strerror or e}; nothing was "
-                                "deleted. Free space (or fix the folder), then resume with: "
-                                f"python cli.py train --resume {self.run_id}") from None
-        self.written_bytes += size
-        listing = self._upload(path)
-        faults.point("upload")
-        manifest.set_state(epoch, "stored")
-        self._complete_model(model, name, epoch, snap)
-        if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
-            projected = size * (self.config.epochs - epoch + len(self.progress.retained) + 1)
-            say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
-                f"{human_bytes(projected)} here and in the tracking store by epoch {self.config.epochs}")
-        # The checkpoint we resumed from was protected until a newer one was confirmed stored,
-        # which this one now is: from here on it is an old checkpoint like any other.
-        self.progress.resumed_from = None
-        self.apply_retention(listing=listing, saved=name, snap=replace(snap, resumed_from=None))
-        self.background_seconds += time.perf_counter() - t0
-
-    def _log_epoch(self, snap: Snapshot, model) -> None:
-        """The epoch's metrics (linked to its checkpoint's model) and the run's tags that changed,
-        in one request. Tags ride along only when they changed: each one costs a write."""
-        tags = retained_tags(self.progress.retained)
-        if snap.stop_state.best_epoch is not None:
-            tags[layout.TAG_BEST_EPOCH] = str(snap.stop_state.best_epoch)
-        if snap.stop_reason:
-            tags[layout.TAG_STOP_REASON] = snap.stop_reason
-        changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
-        metrics = linked(snap.metrics, model.model_id if model is not None else None)
-        self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=changed)
-        self.logged_tags.update(tags)
-
-    def _begin_model(self, name: str, epoch: int, size: int, sha256: str, snap: Snapshot):
-        models = self.ctx.checkpoints.models
-        if models is None:
-            return None
-        return self._store(models.begin, name, epoch, size=size, sha256=sha256,
-                           best=snap.stop_state.best_epoch == epoch)
-
-    def _complete_model(self, model, name: str, epoch: int, snap: Snapshot) -> None:
-        models = self.ctx.checkpoints.models
-        if models is None or model is None:
-            return
-        self._store(models.complete, model, name, epoch)
-        best = snap.stop_state.best_epoch
-        if best == epoch and self.marked_best not in (None, epoch):
-            self._store(models.mark_best, epoch, self.marked_best)
-        if best == epoch:
-            self.marked_best = epoch
-
-    def _check_in_the_way(self, path: Path, epoch: int) -> None:
-        """A file already at the next checkpoint's name is replaced only when it is this run's own
-        (the manifest's row, same size and hash); anything else stops the run, untouched."""
-        if not (path.exists() or path.is_symlink()):
-            return
-        row = self.ctx.checkpoints.manifest.entries().get(epoch)
-        ours = (row is not None and row.name == path.name and row.sha256 is not None
-                and not_the_recorded(path, row.size, row.sha256) is None)
-        if not ours:
-            raise TrackingError(f"{path} is in the way of epoch {epoch}'s checkpoint and is not this run's "
-                                "(not the file its manifest records); it was left alone. Move it away, "
-                                f"then resume with: python cli.py train --resume {self.run_id}")
-
     # -- store calls -------------------------------------------------------------------------
-    def _upload(self, path: Path) -> dict:
-        try:
-            return self.ctx.checkpoints.store.upload(path).listing
-        except StoreError as e:
-            raise TrackingError(
-                f"could not store {path.name} in the tracking store ({e}); the checkpoint is safe at "
-                f"{path} and nothing was deleted. Resume with: python cli.py train --resume {self.run_id}"
-            ) from None
-
     def _call(self, fn, *args, **kwargs):
         """A tracking call, retried with backoff while the store is unreachable."""
         return call_with_retry(fn, *args, run_id=self.run_id, **kwargs)

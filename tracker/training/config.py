@@ -33,6 +33,10 @@ class TrackerConfig:
     # else 0: measured on 2 cores, the uploader beside 2 busy ranks slowed each noun epoch by 20%
     # (it competes for the cores and rank 0's GIL), and sped up 1-rank mammals by 25%.
     upload_queue: int | None = None
+    # At the bound, a waiting checkpoint that no policy but newest N keeps is replaced by the new
+    # one (tracker.policy.supersede): training does not wait for checkpoints retention would
+    # delete anyway. True: store every epoch's checkpoint, waiting at the bound instead.
+    store_every: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_best, bool):  # the old boolean form: True meant the one best

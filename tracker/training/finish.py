@@ -33,10 +33,12 @@ class Outcome:
     train_seconds: float
     freed_bytes: int
     background_seconds: float = 0.0  # storing checkpoints on the uploader's thread
+    final_epoch: int | None = None  # whose weights the final model holds (the best, unless they were lost)
 
 
-def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path]:
-    """Save and log the final model (best weights), evaluate it exactly, close the run."""
+def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None) -> tuple[dict, Path, int]:
+    """Save and log the final model (best weights), evaluate it exactly, close the run.
+    Returns (final metrics, the final model's file, the epoch whose weights it holds)."""
     client, run_id, tconfig = tracked.client, tracked.run_id, tracked.tconfig
     tracked.drain()  # every queued checkpoint stored and retained before the final model
     tracked.confirm_pending_deletes()
@@ -71,7 +73,7 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     call_with_retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()],
                     run_id=run_id)  # one request for all of them
     call_with_retry(client.set_terminated, run_id, "FINISHED", run_id=run_id)
-    return final, path
+    return final, path, epoch
 
 
 # A full, quota-limited or read-only disk: the run's checkpoints are intact, so it is resumable.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from pathlib import Path
 
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -34,10 +35,11 @@ from tracker.training.config import TrackerConfig
 from tracker.training.start import bind_folder, make_folder
 
 
-def _run_configs(run):
+def _run_configs(run, params: dict):
+    """The run's configs from its params as earlier resumes changed them (``params``)."""
     from hype.config import TrainConfig
 
-    return TrainConfig.from_dict(run.data.params), TrackerConfig.from_params(run.data.params, run.data.tags)
+    return TrainConfig.from_dict(params), TrackerConfig.from_params(params, run.data.tags)
 
 
 def resolve_folder(run, run_id: str, tconfig: TrackerConfig,
@@ -60,20 +62,25 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
                epochs: int | None = None, checkpoint_root: Path | None = None,
                force: bool = False, disk_margin: int | None = None, given: dict | None = None,
                from_epoch: int | None = None, upload_queue: int | None = None,
-               ) -> tuple[TrackedTraining, TrainState, Graph]:
+               store_every: bool = False) -> tuple[TrackedTraining, TrainState, Graph]:
     """given: the options the command line named (click's names), checked by policy.resume.
     from_epoch: go on from this retained epoch; the run's later checkpoints are rolled back."""
     run = _hype_run(client, run_id)
-    config, tconfig = _run_configs(run)
+    try:
+        params = resume_policy.effective(run.data.params, run.data.tags.get(layout.TAG_RESUMED_PARAMS))
+    except ValueError as e:
+        raise TrackingError(f"cannot resume run {run_id}: {e}; nothing was changed") from None
+    config, tconfig = _run_configs(run, params)
     tconfig = replace(tconfig, force=force,  # about this process only: used, not recorded
                       disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin,
-                      upload_queue=tconfig.upload_queue if upload_queue is None else upload_queue)
+                      upload_queue=tconfig.upload_queue if upload_queue is None else upload_queue,
+                      store_every=store_every)
     given = dict(given or {})
     if epochs is not None:
         given["epochs"] = epochs
     epochs = given.get("epochs")
     changes, refused = resume_policy.plan(
-        given, run.data.params, experiment=client.get_experiment(run.info.experiment_id).name,
+        given, params, experiment=client.get_experiment(run.info.experiment_id).name,
         run_name=run.info.run_name)
     if refused:
         raise TrackingError(f"cannot resume run {run_id}: {'; '.join(refused)}; nothing was changed")
@@ -137,7 +144,11 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         client.update_run(run_id, status="RUNNING")
         n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
         rolled_from = ran if ran > state.epoch else None
-        client.set_tag(run_id, f"{RESUME_TAG}{n}", resume_policy.record(changes, state.epoch, rolled_from))
+        tags = {f"{RESUME_TAG}{n}": resume_policy.record(changes, state.epoch, rolled_from)}
+        if changes:
+            tags[layout.TAG_RESUMED_PARAMS] = resume_policy.overlay(
+                run.data.tags.get(layout.TAG_RESUMED_PARAMS), changes)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         for c in changes:
             say(f"Resume changes {c}")
         say(f"Resuming run {run_id} from {names.checkpoint_name(tconfig.model_name, state.epoch)} "

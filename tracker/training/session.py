@@ -35,7 +35,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                  checkpoint_root: Path | None = None, progress: bool = True, force: bool = False,
                  disk_margin: int | None = None, given: dict | None = None,
                  from_epoch: int | None = None, init_from: str | None = None,
-                 upload_queue: int | None = None) -> Outcome:
+                 upload_queue: int | None = None, store_every: bool = False) -> Outcome:
     """resume: a run id to continue (from_epoch: from that retained epoch); init_from: a new run
     warm-started from RUN_ID[:EPOCH] or a checkpoint file (tracker.training.warm)."""
     tune_sqlite_commits()
@@ -44,7 +44,8 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
         tracked, state, graph = resume_run(client, resume, dataset=graph.path if graph else None,
                                            epochs=epochs, checkpoint_root=checkpoint_root,
                                            force=force, disk_margin=disk_margin, given=given,
-                                           from_epoch=from_epoch, upload_queue=upload_queue)
+                                           from_epoch=from_epoch, upload_queue=upload_queue,
+                                           store_every=store_every)
     else:
         warm_start = None
         if init_from:  # read and matched before the run exists: a bad source creates no run
@@ -76,7 +77,7 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
             train_seconds = time.perf_counter() - t0
             # The run's last writes: Ctrl+C now waits for them, as there is nothing left to resume.
             with interrupts.section(raise_at_end=False):
-                final, path = finish(tracked, result.state, result.stop_reason)
+                final, path, final_epoch = finish(tracked, result.state, result.stop_reason)
         except KeyboardInterrupt:
             interrupted = True  # marked below, once the traceback (and any frame it holds) is gone
         except BaseException:
@@ -94,13 +95,18 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
                             f"answer) and still shows RUNNING. {resume_hint}")
     if interrupts.take_pending():
         say(f"Interrupted after run {run_id} finished: nothing was lost")
+    if tracked.replaced:
+        say(f"{tracked.replaced} checkpoint(s) were replaced by the next epoch's while the tracking "
+            "store was busy (kept by no policy but newest N; their metrics are logged); "
+            "--store-every-checkpoint stores them all")
     total = tracked.written_bytes
     if total:
         say(f"Retention freed {human_bytes(tracked.freed_bytes)} "
             f"({100 * tracked.freed_bytes / total:.0f}%) in this run")
     return Outcome(run_id, call_with_retry(client.get_run, run_id, run_id=run_id).info.experiment_id, final,
                    tracked.stop_state.best_epoch, result.stop_reason, path, result.state.epoch,
-                   tracked.tracking_seconds, train_seconds, tracked.freed_bytes, tracked.background_seconds)
+                   tracked.tracking_seconds, train_seconds, tracked.freed_bytes, tracked.background_seconds,
+                   final_epoch)
 
 
 def check_disk(tracked: TrackedTraining, state: TrainState) -> None:
