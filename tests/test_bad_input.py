@@ -107,6 +107,10 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
     # a hype run killed mid-training: RUNNING, with checkpoints (a leftover MLFLOW_RUN_ID names it)
     runs["running"] = _train(uri, graph, ckpt)
     client.update_run(runs["running"], status="RUNNING")
+    # someone's own run in progress (a plain start_run that logged a metric): not for us to adopt
+    busy = client.create_run(client.get_experiment_by_name("bad-input").experiment_id)
+    client.log_metric(busy.info.run_id, "accuracy", 0.5, step=1)
+    runs["busy"] = busy.info.run_id
 
     # "gone": every checkpoint deleted on both sides (the final model stays)
     store = TrackedCheckpoints(runs["gone"], client=client)
@@ -270,6 +274,8 @@ CASES = {
                                           "entry point 'evaluate'"),
     "mlflow-run-id-of-a-running-hype-run-that-trained": (lambda w, mp: _with_run_id(w, mp, "running"),
                                                          "which already trained"),
+    "mlflow-run-id-of-a-running-run-with-metrics": (lambda w, mp: _with_run_id(w, mp, "busy"),
+                                                    "a RUNNING run that already logged metrics (accuracy)"),
     "mlflow-run-id-of-a-finished-hype-run": (lambda w, mp: _with_run_id(w, mp, "keep_all"),
                                              "names a FINISHED run"),
     "mlflow-run-id-of-a-plain-finished-run": (lambda w, mp: _with_run_id(w, mp, "plain"),

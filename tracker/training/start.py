@@ -54,6 +54,9 @@ def adoptable_problem(run) -> str | None:
     if layout.TAG_MODEL_NAME in run.data.tags or "model_name" in run.data.params:
         return f"hype run {run.info.run_id} (model {run.data.tags.get(layout.TAG_MODEL_NAME, '?')}), " \
                "which already trained"
+    if run.data.metrics:  # `mlflow run` logs none: this is someone's run in progress
+        shown = ", ".join(sorted(run.data.metrics)[:3])
+        return f"a RUNNING run that already logged metrics ({shown}), not one `mlflow run` just made"
     return None
 
 
