@@ -107,6 +107,9 @@ def draw_kill(rng: random.Random, kind: str, s: Settings, *, first: bool, epochs
     """A kill of `kind` that this process should reach. Saves count the disk guard's probe (#1)
     and the final model (#epochs_left + 2); a first process must store one checkpoint first."""
     left = max(epochs_left, 1)
+    if s.supersede and kind in ("save", "upload", "delete"):
+        # most of these tiny epochs' checkpoints are replaced: a process stores only a few
+        left = min(left, 3)
     if kind == "save":
         return Kill(kind, rng.randint(3 if first else 1, left + 2))
     if kind == "epoch":
