@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import shutil
+import sqlite3
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,10 @@ def world(tmp_path_factory, _migrated_sqlite_db) -> World:
     (root / "empty.csv").write_text("")
     (root / "self_loops.csv").write_text("id1,id2,weight\na,a,1\nb,b,1\n")
     (root / "long_name.csv").write_text("id1,id2,weight\n" + "a" * 131_073 + ",b,1\n")
+    (root / "long_parent.csv").write_text("child,parent\n" + "a" * 131_073 + ",b\n")
+    # a store whose first creation was killed by an older hype: some tables, no runs
+    with sqlite3.connect(root / "half.db") as conn:
+        conn.execute("CREATE TABLE secrets (x)")
     (root / "a_file").write_text("not a directory\n")
     shutil.copy(root / "tree_closure.csv", root / "snap_epoch3.csv")  # its model name would be snap_epoch3
     good = load(w.newest("keep_all"))
@@ -232,6 +237,9 @@ CASES = {
     "csv-missing": (lambda w, mp: _train_args(w, "--dataset", w.root / "nope.csv"), "no such file"),
     "csv-field-too-long": (lambda w, mp: _train_args(w, "--dataset", w.root / "long_name.csv"),
                            "long_name.csv:2: a field is longer than 131072 characters"),
+    "closure-field-too-long": (
+        lambda w, mp: ["data", "closure", "--input", w.root / "long_parent.csv", "-o", w.root / "out.csv"],
+        "long_parent.csv (csv): line 2: a field is longer than 131072 characters"),
     # settings
     "manifold-unknown": (lambda w, mp: _train_args(w, "--dataset", w.tree, "--manifold", "hyperbolic"),
                          "'hyperbolic' is not one of 'poincare', 'lorentz', 'euclidean'"),
@@ -311,6 +319,12 @@ CASES = {
                                   w.runs["keep_all"]),
         "no node of this dataset is in the checkpoint"),
     # tracking URIs
+    "store-half-created-train": (
+        lambda w, mp: [*TRAIN, "--dataset", w.tree, "--tracking-uri", f"sqlite:///{w.root / 'half.db'}"],
+        "half.db is a half-created tracking store"),
+    "store-half-created-cleanup": (
+        lambda w, mp: ["cleanup", "--all-experiments", "--keep", "1", "--tracking-uri",
+                       f"sqlite:///{w.root / 'half.db'}"], "move it aside (mv "),
     "uri-unreachable-train": (lambda w, mp: [*TRAIN, "--dataset", w.tree, "--tracking-uri", _unreachable(mp)],
                               "no answer within 0.3 s"),
     "uri-unreachable-cleanup": (
