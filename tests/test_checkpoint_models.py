@@ -151,3 +151,33 @@ def test_any_retained_checkpoint_by_uri_or_epoch(sqlite_tracking, tmp_path):
     r = invoke("export", f"models:/{gone}", "--tracking-uri", uri, "-o", tmp_path / "c.tsv")
     assert r.exit_code == 1 and f"no model '{gone}' in this tracking store" in r.output
     assert not (tmp_path / "c.tsv").exists()
+
+
+def test_a_model_left_pending_by_a_kill_is_made_again_with_its_epochs_metrics(sqlite_tracking, tmp_path):
+    """Killed with epoch 3's checkpoint in the store but its model still PENDING (its metrics
+    linked to it): resume replaces that model, linked to the epoch's metrics from the store."""
+    import os
+    import subprocess
+    import sys
+
+    from tracker.layout import PROJECT_ROOT
+
+    uri = sqlite_tracking.tracking_uri
+    data = write_tree_closure(tmp_path / "tree_closure.csv", depth=2)
+    env = {**os.environ, "HYPE_FAULT": "upload:3"}
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "cli.py"), "train", "--dataset", str(data),
+                           "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck"), "--epochs", "6",
+                           "--eval-every", "1", *ARGS[:4], *ARGS[6:]], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "ck").iterdir()
+    client = MlflowClient(uri)
+    assert str(_models(client, run_dir.name)[3].status) == "PENDING"
+    r = invoke("train", "--resume", run_dir.name, "--tracking-uri", uri, "--quiet")
+    assert r.exit_code == 0, r.output
+    model = _models(client, run_dir.name)[3]
+    assert str(model.status) == "READY"
+    linked = {m.key: m.value for m in model.metrics}
+    assert {"loss", "map", "mean_rank"} <= set(linked)
+    history = {m.step: m.value for m in client.get_metric_history(run_dir.name, "map")}
+    assert linked["map"] == history[3]

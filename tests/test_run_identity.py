@@ -110,6 +110,8 @@ def test_a_second_resume_keeps_what_the_first_changed(sqlite_tracking, tmp_path)
     assert run.data.tags[layout.TAG_RETAINED_EPOCHS] == "9,10"  # still newest 2, no best
     assert json.loads(run.data.tags[layout.TAG_RESUMED_PARAMS]) == {
         "epochs": "10", "keep_checkpoints": "2", "keep_best": "0", "lr": "0.25"}
+    listed = json.loads(invoke("checkpoints", run_id, "--tracking-uri", uri, "--json").output)
+    assert listed[0]["policies"] == "newest 2"  # the listing reads the run as resumed
     lrs = {m.step: m.value for m in client.get_metric_history(run_id, "lr")}
     assert lrs[10] == lrs[6] != lrs[4]  # the second resume trained at the first one's lr
     # below what the run (as changed) has trained: refused, naming its epochs as changed
@@ -122,6 +124,16 @@ def test_a_second_resume_keeps_what_the_first_changed(sqlite_tracking, tmp_path)
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
     assert "is not a JSON object of changeable params" in r.output
     assert client.get_run(run_id).data.tags == before
+    for edited, message in (('{"patience": "abc"}', "its resume record (tag hype.resumed_params) "),
+                            ('{"epochs": "2"}', "it is to train 2 epochs (its params and resume record) "
+                                                "but has trained 10")):
+        client.set_tag(run_id, layout.TAG_RESUMED_PARAMS, edited)
+        client.set_terminated(run_id, "KILLED")  # as if killed: a FINISHED run is refused before
+        before = client.get_run(run_id).data.tags
+        r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet")
+        assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+        assert message in r.output, r.output
+        assert client.get_run(run_id).data.tags == before
 
 
 def test_resume_refuses_what_defines_the_run(sqlite_tracking, tmp_path):

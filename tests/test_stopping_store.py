@@ -91,7 +91,29 @@ def test_a_value_the_store_changes_is_decided_as_the_store_returns_it(sqlite_tra
     state = new_state(graph, config)
     for epoch, loss in enumerate([float("inf"), 2.0, 1.0], start=1):
         end_epoch(tracked, EpochResult(epoch, loss, 0.3, 0.01, {}), state)
-    assert client.run_reads == 1  # only the infinite one was read back
+    assert client.history_calls == 1  # only the infinite one was read back (its step)
     full = [(m.step, m.value) for m in MlflowClient(sqlite_tracking.tracking_uri).get_metric_history(
         run_id, "loss")]
     assert stopping.replay(full, stop_cfg) == tracked.progress.stop_state
+
+
+def test_a_nan_after_a_rollback_is_read_back_at_its_own_step(sqlite_tracking, tmp_path):
+    """The store holds steps 1-6 of an earlier attempt; the run went back to epoch 3 and epoch 4
+    is NaN. The value read back is epoch 4's (not the run's latest, step 6's 0.99), so the
+    decision is the store's replay."""
+    client = CountingClient(sqlite_tracking.tracking_uri)
+    run_id = client.create_run(client.create_experiment("nan")).info.run_id
+    first = [(1, 0.5), (2, 0.6), (3, 0.55), (4, 0.5), (5, 0.57), (6, 0.99)]
+    client.log_batch(run_id, metrics=[Metric("map", v, 1, s) for s, v in first])
+    graph = load_edge_csv(write_tree_closure(tmp_path / "t.csv", depth=2))
+    config = TrainConfig(dim=2, burnin=0, epochs=10)
+    tconfig = TrackerConfig(model_name="t", patience=5, checkpoint_root=tmp_path)
+    stop_cfg = tconfig.stop_config(config.burnin)
+    checkpoints = RunCheckpoints(run_id, "t", store=None, folder=tmp_path, manifest=None)
+    tracked = TrackedTraining(RunContext(client, run_id, graph, config, tconfig, checkpoints),
+                              Progress(stop_state=stopping.replay(first[:3], stop_cfg)))
+    end_epoch(tracked, EpochResult(4, 0.1, 0.3, 0.01, {"map": float("nan")}), new_state(graph, config))
+    history = MlflowClient(sqlite_tracking.tracking_uri).get_metric_history(run_id, "map")
+    upto4 = [(s, v) for s, v in stopping.dedupe((m.step, m.value) for m in history) if s <= 4]
+    assert tracked.progress.stop_state == stopping.replay(upto4, stop_cfg)
+    assert tracked.progress.stop_state.best_epoch == 2 and tracked.progress.stop_state.bad_evals == 2

@@ -171,9 +171,11 @@ class CheckpointModels:
             raise
         return True
 
-    def sync(self, retained: dict[int, tuple[str, int, str | None]], best: int | None) -> list[str]:
+    def sync(self, retained: dict[int, tuple[str, int, str | None]], best: int | None,
+             metrics_at=None) -> list[str]:
         """Make the models match the retained checkpoints {epoch: (name, size, sha256)}: delete
-        models without one, finalize PENDING ones, create the missing ones. Returns what it did."""
+        models without one, replace PENDING ones, create the missing ones, each linked to its
+        epoch's metrics (``metrics_at(epoch)``: the store's rows). Returns what it did."""
         done = []
         for epoch in sorted(set(self.by_epoch()) - set(retained)):
             self.delete(epoch)
@@ -182,6 +184,7 @@ class CheckpointModels:
             status = self.by_epoch().get(epoch, (None, None))[1]
             if status == "READY":
                 continue
-            self.log(name, epoch, size=size, sha256=sha, best=epoch == best)  # a PENDING one is replaced
+            self.log(name, epoch, size=size, sha256=sha, best=epoch == best,  # a PENDING one is replaced
+                     metrics=metrics_at(epoch) if metrics_at is not None else None)
             done.append(f"{'replaced the unfinished' if status else 'created the'} model of {name}")
         return done

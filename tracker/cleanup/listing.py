@@ -17,6 +17,7 @@ from tracker.cleanup.runs import RETRY, Selected
 from tracker.cleanup.targets import plan_run
 from tracker.fmt import human_bytes
 from tracker.layout import PROJECT_ROOT
+from tracker.policy import resume as resume_policy
 from tracker.policy.stopping import dedupe
 from tracker.store.errors import StoreError
 from tracker.store.retry import call_with_retry
@@ -42,7 +43,11 @@ def describe_run(client: MlflowClient, sel: Selected) -> dict:
     """One run as a dict (the JSON form; the text form is rendered from it)."""
     run = sel.run
     run_id = run.info.run_id
-    tconfig = TrackerConfig.from_params(run.data.params, run.data.tags)
+    try:  # the policies as its resumes changed them
+        params = resume_policy.effective(run.data.params, run.data.tags.get(layout.TAG_RESUMED_PARAMS))
+    except ValueError:
+        params = run.data.params  # plan_run skips the run and says why
+    tconfig = TrackerConfig.from_params(params, run.data.tags)
     out = {"run_id": run_id, "run_name": run.info.run_name, "experiment": sel.experiment,
            "status": run.info.status, "model": run.data.tags.get(layout.TAG_MODEL_NAME),
            "policies": tconfig.retention.describe(), "best_epoch": None, "checkpoints": [],

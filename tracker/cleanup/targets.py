@@ -31,6 +31,7 @@ from tracker.checkpoints.manifest import ManifestError
 from tracker.checkpoints.models import CheckpointModels
 from tracker.checkpoints.tracked import TrackedCheckpoints
 from tracker.cleanup.runs import IN_PROGRESS, RETRY, Selected
+from tracker.policy import resume as resume_policy
 from tracker.policy import stopping
 from tracker.policy.retention import Protect, Retention, monitored_values
 from tracker.store.errors import StoreError, StorePermissionError
@@ -108,6 +109,10 @@ def plan_run(client: MlflowClient, sel: Selected, *, retention: Retention, inclu
     best, bad = _best_epoch(tags)
     if bad:
         return replace(base, skip=bad)
+    try:  # what its resumes changed (min_delta: what best K counts), as the trainer reads it
+        p = resume_policy.effective(p, tags.get(layout.TAG_RESUMED_PARAMS))
+    except ValueError as e:
+        return replace(base, skip=f"its resume record (tag {layout.TAG_RESUMED_PARAMS}) is damaged: {e}")
     try:
         store = TrackedCheckpoints(run_id, layout.CHECKPOINT_FOLDER, client=client, retry=RETRY)
         listing = store.list()

@@ -195,13 +195,15 @@ class TrackedTraining(RetentionPass, StoringPass):
         # store's history, decides the same. A finite float64 is stored and returned bit for bit
         # (SQLite REAL, PostgreSQL/MySQL double, JSON's shortest repr), and log_batch has just
         # succeeded: that value is the logged one, with no read. NaN and inf are stored as other
-        # numbers: those are read back (the latest of this metric is the step just logged).
+        # numbers: those are logged now (after the queued epochs) and read back as a replay reads
+        # them: this step's last row in the history (the run's "latest" value is its highest
+        # step, which after a rollback or a kill is another epoch's).
         value = logged
-        if not math.isfinite(logged):  # logged now, after the queued epochs, and read back
+        if not math.isfinite(logged):
             self.drain()
             self._call(self.client.log_batch, self.run_id, metrics=self.epoch_metrics)
-            run = self._call(self.client.get_run, self.run_id)
-            value = run.data.metrics.get(self.tconfig.monitor)
+            history = self._call(self.client.get_metric_history, self.run_id, self.tconfig.monitor)
+            value = dict(stopping.dedupe((m.step, m.value) for m in history)).get(epoch)
             if value is None:
                 raise TrackingError(f"the store did not return {self.tconfig.monitor} for epoch {epoch}")
         p = self.progress

@@ -66,11 +66,13 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
     """given: the options the command line named (click's names), checked by policy.resume.
     from_epoch: go on from this retained epoch; the run's later checkpoints are rolled back."""
     run = _hype_run(client, run_id)
+    overlay = run.data.tags.get(layout.TAG_RESUMED_PARAMS)
     try:
-        params = resume_policy.effective(run.data.params, run.data.tags.get(layout.TAG_RESUMED_PARAMS))
+        params = resume_policy.effective(run.data.params, overlay)
+        config, tconfig = _run_configs(run, params)
     except ValueError as e:
-        raise TrackingError(f"cannot resume run {run_id}: {e}; nothing was changed") from None
-    config, tconfig = _run_configs(run, params)
+        where = f"its resume record (tag {layout.TAG_RESUMED_PARAMS}) " if overlay else ""
+        raise TrackingError(f"cannot resume run {run_id}: {where}{e}; nothing was changed") from None
     tconfig = replace(tconfig, force=force,  # about this process only: used, not recorded
                       disk_margin=tconfig.disk_margin if disk_margin is None else disk_margin,
                       upload_queue=tconfig.upload_queue if upload_queue is None else upload_queue,
@@ -139,7 +141,8 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
                             inv.records(), resumed_from=state.epoch or None, stopped=stopped)
         progress.best_emb = _best_weights(ck, inv, stop_state, point, tconfig.monitor)
         retained = {i.epoch: (i.name, i.size, i.sha256) for i in inv.items if i.stored and not i.interrupted}
-        for line in ck.models.sync(retained, stop_state.best_epoch):
+        for line in ck.models.sync(retained, stop_state.best_epoch,
+                                   metrics_at=lambda e: _epoch_metrics(client, run, e)):
             say(f"Checkpoint models: {line}")
         client.update_run(run_id, status="RUNNING")
         n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
@@ -196,6 +199,10 @@ def _check_epochs(run, ran: int, epochs: int | None, from_epoch: int | None, fin
     if epochs is not None and epochs <= ran:
         raise TrackingError(f"--epochs {epochs}: run {run_id} has already trained {ran} epochs; "
                             f"give more than {ran} (or leave --epochs out to finish its {planned})")
+    if epochs is None and planned < ran:  # only an edited resume record can say so
+        raise TrackingError(f"cannot resume run {run_id}: it is to train {planned} epochs (its params and "
+                            f"resume record) but has trained {ran}; nothing was changed. Give --epochs N "
+                            f"with N > {ran}")
 
 
 def _open_checkpoints(client, run, run_id: str, tconfig: TrackerConfig, checkpoint_root: Path | None):
@@ -284,6 +291,17 @@ def _best_weights(ck: RunCheckpoints, inv: Inventory, stop_state, point: recover
 RESUME_TAG = "hype.resume."  # hype.resume.1, .2, ...: what each resume changed (params are immutable)
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 TRACKER_FIELDS = {f.name for f in fields(TrackerConfig)}
+
+
+def _epoch_metrics(client: MlflowClient, run, epoch: int) -> list:
+    """The Metric rows of ``epoch`` as the store holds them (each key's last row of that step):
+    what a checkpoint model that is made again links to, as its first one did."""
+    out = []
+    for key in sorted(run.data.metrics):
+        rows = [m for m in client.get_metric_history(run.info.run_id, key) if m.step == epoch]
+        if rows:
+            out.append(max(rows, key=lambda m: m.timestamp))
+    return out
 
 
 def _epochs_ran(client: MlflowClient, run_id: str) -> int:

@@ -89,7 +89,9 @@ class StoringPass:
         if snap.stop_reason:
             tags[layout.TAG_STOP_REASON] = snap.stop_reason
         changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
-        metrics = [*carried, *linked(snap.metrics, model.model_id if model is not None else None)]
+        if carried:  # first, on their own: MLflow splits a long batch, the tags must not go first
+            self._call(self.client.log_batch, self.run_id, metrics=list(carried))
+        metrics = linked(snap.metrics, model.model_id if model is not None else None)
         self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=changed)
         self.logged_tags.update(tags)
 
@@ -106,10 +108,10 @@ class StoringPass:
             return
         self._store(models.complete, model, name, epoch)
         best = snap.stop_state.best_epoch
-        if best == epoch and self.marked_best not in (None, epoch):
-            self._store(models.mark_best, epoch, self.marked_best)
-        if best == epoch:
-            self.marked_best = epoch
+        if best != self.marked_best:  # a new best: this one, or a replaced one (no model)
+            if self.marked_best is not None:
+                self._store(models.mark_best, best, self.marked_best)
+            self.marked_best = best if best == epoch else None
 
     def _check_in_the_way(self, path: Path, epoch: int) -> None:
         """A file already at the next checkpoint's name is replaced only when it is this run's own
