@@ -29,7 +29,7 @@ from tracker.policy import names, stopping
 from tracker.policy import resume as resume_policy
 from tracker.policy.retention import monitored_values, roll_back
 from tracker.store.errors import TrackingError
-from tracker.training import recover
+from tracker.training import history, recover
 from tracker.training.callbacks import Progress, RunContext, TrackedTraining, say
 from tracker.training.config import TrackerConfig
 from tracker.training.start import bind_folder, make_folder
@@ -93,11 +93,11 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
                                       if c.option in TRACKER_FIELDS})
     except ValueError as e:
         raise TrackingError(f"cannot resume run {run_id}: {e}") from None
-    ran = _epochs_ran(client, run_id)
+    ran = history.epochs_ran(client, run_id)
     # Closed by hype's finish (its last tags, then the status): log_pyfunc's own end_run also
     # says FINISHED, and a kill right after it leaves a run that still needs finishing.
     finished = run.info.status == "FINISHED" and layout.TAG_FINAL_EPOCH in run.data.tags
-    _check_epochs(run, ran, epochs, from_epoch, finished, config.epochs)
+    history.check_epochs(run, ran, epochs, from_epoch, finished, config.epochs)
     if epochs is not None:
         config = replace(config, epochs=epochs)
     path = dataset or run.data.params.get("dataset_path")
@@ -110,8 +110,8 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         if ck.legacy_local:
             recover.adopt_legacy(ck, ck.store.list())
         stop_cfg = tconfig.stop_config(config.burnin)
-        history = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
-        values = monitored_values(history, start=stop_cfg.burnin)
+        logged = [(m.step, m.value) for m in client.get_metric_history(run_id, tconfig.monitor)]
+        values = monitored_values(logged, start=stop_cfg.burnin)
         inv = recover.reconcile(ck, values, tconfig.policies(values))
         if from_epoch is not None and from_epoch not in {i.epoch for i in inv.items if not i.interrupted}:
             held = ", ".join(str(i.epoch) for i in inv.items if not i.interrupted) or "none"
@@ -127,7 +127,7 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         if point.item is not None:
             recover.verify_tracked(ck, point.item)
         inv = _roll_back(ck, inv, state.epoch, from_epoch, values)
-        stop_state = stopping.replay(history, stop_cfg, upto=state.epoch)
+        stop_state = stopping.replay(logged, stop_cfg, upto=state.epoch)
         stopped = None
         if finished and from_epoch is None:
             # Asked to go on past its stop: keep its best, give patience back, and say so.
@@ -142,7 +142,7 @@ def resume_run(client: MlflowClient, run_id: str, *, dataset: str | None = None,
         progress.best_emb = _best_weights(ck, inv, stop_state, point, tconfig.monitor)
         retained = {i.epoch: (i.name, i.size, i.sha256) for i in inv.items if i.stored and not i.interrupted}
         for line in ck.models.sync(retained, stop_state.best_epoch,
-                                   metrics_at=lambda e: _epoch_metrics(client, run, e)):
+                                   metrics_at=lambda e: history.epoch_metrics(client, run, e)):
             say(f"Checkpoint models: {line}")
         client.update_run(run_id, status="RUNNING")
         n = 1 + sum(k.startswith(RESUME_TAG) for k in run.data.tags)
@@ -181,28 +181,6 @@ def _hype_run(client: MlflowClient, run_id: str):
                             "tag, no model_name param); nothing of it was changed. Start a new run "
                             "without --resume")
     return run
-
-
-def _check_epochs(run, ran: int, epochs: int | None, from_epoch: int | None, finished: bool,
-                  planned: int) -> None:
-    run_id = run.info.run_id
-    if from_epoch is not None:
-        target = planned if epochs is None else epochs
-        if from_epoch < 0 or target <= from_epoch:
-            raise TrackingError(f"--from-epoch {from_epoch}: the run would train up to epoch {target}; "
-                                f"give --epochs N with N > {from_epoch}")
-        return
-    if finished and (epochs is None or epochs <= ran):
-        why = run.data.tags.get(layout.TAG_STOP_REASON, "finished")
-        raise TrackingError(f"run {run_id} is FINISHED ({why}) after {ran} epochs; nothing was changed. "
-                            f"To continue it, pass --epochs N with N > {ran}")
-    if epochs is not None and epochs <= ran:
-        raise TrackingError(f"--epochs {epochs}: run {run_id} has already trained {ran} epochs; "
-                            f"give more than {ran} (or leave --epochs out to finish its {planned})")
-    if epochs is None and planned < ran:  # only an edited resume record can say so
-        raise TrackingError(f"cannot resume run {run_id}: it is to train {planned} epochs (its params and "
-                            f"resume record) but has trained {ran}; nothing was changed. Give --epochs N "
-                            f"with N > {ran}")
 
 
 def _open_checkpoints(client, run, run_id: str, tconfig: TrackerConfig, checkpoint_root: Path | None):
@@ -291,22 +269,6 @@ def _best_weights(ck: RunCheckpoints, inv: Inventory, stop_state, point: recover
 RESUME_TAG = "hype.resume."  # hype.resume.1, .2, ...: what each resume changed (params are immutable)
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 TRACKER_FIELDS = {f.name for f in fields(TrackerConfig)}
-
-
-def _epoch_metrics(client: MlflowClient, run, epoch: int) -> list:
-    """The Metric rows of ``epoch`` as the store holds them (each key's last row of that step):
-    what a checkpoint model that is made again links to, as its first one did."""
-    out = []
-    for key in sorted(run.data.metrics):
-        rows = [m for m in client.get_metric_history(run.info.run_id, key) if m.step == epoch]
-        if rows:
-            out.append(max(rows, key=lambda m: m.timestamp))
-    return out
-
-
-def _epochs_ran(client: MlflowClient, run_id: str) -> int:
-    """The newest epoch the run logged (its loss is logged every epoch)."""
-    return max((int(m.step) for m in client.get_metric_history(run_id, "loss")), default=0)
 
 
 def made_by_hype(run) -> bool:
