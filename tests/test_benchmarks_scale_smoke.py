@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from tests.datasets import write_tree_closure
@@ -64,6 +65,14 @@ def test_nouns_trains_a_tracked_run_and_writes_the_curve(closure, tmp_path):
     assert {"map_sampled", "wall_seconds", "map", "final_map"} <= set(run.data.metrics)
     ckpts = sorted(p.name for p in (tmp_path / "ckpt" / summary["run_id"]).glob("tree_epoch*.pth"))
     assert len(ckpts) <= 3 and ckpts[-1] == "tree_epoch0006.pth"  # newest 2, perhaps the best
+    # the last 5 epochs averaged (Lorentzian centroid), evaluated exactly and logged as a model file
+    avg = summary["average"]
+    assert avg["epochs"] == 5 and 0 < avg["map"] <= 1
+    assert run.data.metrics["average_map"] == avg["map"]
+    saved = torch.load(tmp_path / "ckpt" / summary["run_id"] / "tree_average.pth", weights_only=True)
+    assert saved["averaged_epochs"] == 5 and tuple(saved["embeddings"].shape) == (40, 2)
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "hype_model")}
+    assert "hype_model/tree_average.pth" in listed
 
 
 def test_nouns_trains_lorentz_with_exact_evaluations_by_epoch(closure, tmp_path):

@@ -3,6 +3,8 @@ distance, project, rgrad, retract, init."""
 
 from types import ModuleType
 
+import torch
+
 from hype.manifolds import euclidean, lorentz, poincare
 
 _BY_NAME = {"poincare": poincare, "lorentz": lorentz, "euclidean": euclidean}
@@ -15,6 +17,26 @@ def get(name: str) -> ModuleType:
         return _BY_NAME[name]
     except KeyError:
         raise ValueError(f"Unknown manifold {name!r} (choose from {', '.join(_BY_NAME)})") from None
+
+
+def average(name: str, embs) -> torch.Tensor:
+    """Each node's mean of several embeddings (iterate averaging: the last epochs of a run).
+
+    Hyperbolic points are averaged by their Lorentzian centroid: the mean of their hyperboloid
+    coordinates, rescaled back onto the hyperboloid (Law et al., ICML 2019); Poincaré points go
+    there and back. embs: a sequence of (N, D) tensors of one manifold -> (N, D)."""
+    stack = torch.stack([e.detach().to(torch.float64) for e in embs])  # (K, N, D)
+    if name == "euclidean":
+        return stack.mean(0)
+    if name == "poincare":
+        sq = (stack * stack).sum(-1, keepdim=True).clamp(max=1 - 1e-15)
+        stack = torch.cat([1 + sq, 2 * stack], dim=-1) / (1 - sq)  # onto the hyperboloid
+    mean = stack.mean(0)
+    inner = mean[..., :1] ** 2 - (mean[..., 1:] ** 2).sum(-1, keepdim=True)  # -<m, m>_L > 0
+    centroid = mean / inner.clamp_min(1e-300).sqrt()
+    if name == "poincare":
+        return poincare.project(lorentz.to_poincare(centroid))
+    return lorentz.project(centroid)
 
 
 def to_ball(name: str, emb):
