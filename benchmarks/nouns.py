@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PAPER = {"mean_rank": 4.02, "map": 0.851}  # Nickel & Kiela (2017), Table 1, Poincaré dim 10
+GOALS = {10: (4.02, 0.90), 5: (4.9, 0.85)}  # issue 13: (MR at most, MAP at least) by dim
 CLOSURE = ROOT / "data" / "noun_closure.csv"
 OUT = ROOT / "benchmarks" / "out"
 APT_PACKAGES = ("wordnet-base", "wordnet-sense-index")
@@ -316,6 +317,13 @@ def main(argv=None) -> dict:
     what = f"the average of the last {len(budget.recent)} epochs" if averaged else "the final model"
     log(f"{verdict} the paper's MR <= {PAPER['mean_rank']} and MAP >= {PAPER['map']} with {what} in "
         f"{wall / 60:.1f} min (budget {args.minutes:g}); final model {path}")
+    goal = GOALS.get(args.dim)
+    if goal is not None:
+        met = judged["mean_rank"] <= goal[0] and judged["map"] >= goal[1]
+        summary["goal_met"] = met
+        log(f"issue 13's goal at dim {args.dim} (MR <= {goal[0]}, MAP >= {goal[1]}, within 300 epochs and "
+            f"15 min): {'met' if met else 'NOT met'} with {what} (MR {judged['mean_rank']}, MAP "
+            f"{judged['map']}, {result.state.epoch} epochs, {wall / 60:.1f} min)")
     return summary
 
 
