@@ -46,7 +46,6 @@ class CheckpointQueue:
         self._error: BaseException | None = None
         self._warned = False
         self.waited_s = 0.0  # time the training thread spent blocked at the bound
-        self.done = 0
         self.replaced = 0  # jobs dropped for a newer one while every slot was taken
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
@@ -64,7 +63,6 @@ class CheckpointQueue:
             try:
                 if self._error is None:  # after a failure, queued jobs are dropped, in order
                     job()
-                    self.done += 1
             except BaseException as e:  # noqa: BLE001 - handed to the training thread as is
                 self._error = e
             finally:
