@@ -89,7 +89,9 @@ class TrackedTraining(RetentionPass, StoringPass):
         self.tracking_seconds = 0.0  # training-thread time spent here (logging, handing over, waiting)
         self.background_seconds = 0.0  # time spent storing checkpoints (on the uploader's thread)
         bound = ctx.tconfig.upload_bound(ctx.config.workers)
-        self.uploads = CheckpointQueue(bound, say=say) if bound else None
+        self.uploads = CheckpointQueue(bound, say=say, max_lag_s=ctx.tconfig.max_lag_s,
+                                       yield_cores=ctx.tconfig.uploader_yields(ctx.config.workers),
+                                       ) if bound else None
         self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
         self.epoch_metrics: list[Metric] = []  # the last epoch's, handed to its checkpoint's job
         self.stop_reason: str | None = None  # the last epoch's early-stopping decision
@@ -150,9 +152,11 @@ class TrackedTraining(RetentionPass, StoringPass):
                         tuple(self.epoch_metrics), self.stop_reason)
 
     def drain(self) -> None:
-        """Wait for the queued checkpoints (stored and retained); raise the uploader's failure."""
+        """Store the queued checkpoints (and retain); raise the uploader's failure. What the
+        uploader has not started runs here, so Ctrl+C waits for each, as on the synchronous path."""
         if self.uploads is not None:
-            self.uploads.drain()
+            with interrupts.section():
+                self.uploads.drain()
 
     def stop_uploads(self, *, interrupted: bool = False) -> None:
         """After a failure or Ctrl+C: let the queued checkpoints finish (their failure was or will

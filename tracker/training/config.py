@@ -29,14 +29,17 @@ class TrackerConfig:
     force: bool = False  # start even when the retained checkpoints would not fit
     # Checkpoints waiting for the uploader's thread (saving, upload, retention happen there); at
     # the bound training waits. 0: store each checkpoint on the training thread (synchronous).
-    # None: 2 when a core is spare (training uses fewer processes than the machine has cores),
-    # else 0: measured on 2 cores, the uploader beside 2 busy ranks slowed each noun epoch by 20%
-    # (it competes for the cores and rank 0's GIL), and sped up 1-rank mammals by 25%.
+    # None: 2. When the ranks take every core, the uploader yields them (the idle scheduling
+    # class: tracker.training.uploader): at normal priority beside 2 busy ranks on 2 cores it
+    # slowed each noun epoch by 20%, and the synchronous path cost 4.6-12.6% of it.
     upload_queue: int | None = None
     # At the bound, a waiting checkpoint that no policy but newest N keeps is replaced by the new
     # one (tracker.policy.supersede): training does not wait for checkpoints retention would
     # delete anyway. True: store every epoch's checkpoint, waiting at the bound instead.
     store_every: bool = False
+    # The store may fall this many seconds behind training (its oldest unstored epoch's age) before
+    # training waits for it: what bounds the lag of the UI's metrics when the uploader yields.
+    max_lag_s: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_best, bool):  # the old boolean form: True meant the one best
@@ -49,12 +52,18 @@ class TrackerConfig:
         q = self.upload_queue
         if q is not None and (isinstance(q, bool) or not isinstance(q, int) or q < 0):
             raise ValueError(f"upload queue must be an integer >= 0 (0: synchronous), got {q!r}")
+        if not (isinstance(self.max_lag_s, int | float) and self.max_lag_s > 0):
+            raise ValueError(f"max_lag_s must be a number of seconds > 0, got {self.max_lag_s!r}")
 
     def upload_bound(self, workers: int) -> int:
         """The queue's bound for a run with ``workers`` training processes on this machine."""
-        if self.upload_queue is not None:
-            return self.upload_queue
-        return 2 if (os.cpu_count() or 1) > workers else 0
+        return 2 if self.upload_queue is None else self.upload_queue
+
+    @staticmethod
+    def uploader_yields(workers: int) -> bool:
+        """Whether the ranks of a run with ``workers`` processes take every core of this machine."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cores <= workers
 
     @property
     def retention(self) -> Retention:

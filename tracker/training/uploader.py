@@ -15,10 +15,20 @@ job the new one may replace: that job is dropped and the new one takes over what
 (its epoch's metrics). When none may be replaced, ``submit`` blocks at the bound and says so
 once. The first failure in the worker stops it; ``submit`` and ``drain`` raise it on the
 training thread, where the run is marked as the synchronous path would have marked it.
+
+When training keeps every core busy (as many ranks as cores), the worker yields to it
+(``yield_cores``): it runs at the idle scheduling class (SCHED_IDLE, else nice 19), so it takes
+only the cycles the ranks leave, at barriers and while rank 0 evaluates, and the waiting
+checkpoints are replaced in between. Two bounds keep that from starving the store: the oldest
+epoch not yet stored may be at most ``max_lag_s`` old (past it, ``submit`` waits until it is
+stored: a waiting training thread leaves its core to the worker), and ``drain`` runs what is
+left on the calling thread, after the worker's current job, at the caller's priority.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -33,42 +43,89 @@ class Job(Protocol):
         """Take over what a replaced (older, never started) job would have written."""
 
 
+def yield_to_others() -> str:
+    """Lower the calling thread's scheduling priority as far as it goes; say to what. Linux
+    applies both calls to the thread alone (pid 0 / a thread id), not to the process."""
+    if sys.platform != "linux":
+        return "normal priority"
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "SCHED_IDLE"
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return "nice 19"
+    except OSError:
+        return "normal priority"
+
+
 class CheckpointQueue:
-    def __init__(self, bound: int, *, say: Callable[[str], None], name: str = "hype-uploader"):
+    def __init__(self, bound: int, *, say: Callable[[str], None], name: str = "hype-uploader",
+                 yield_cores: bool = False, max_lag_s: float | None = None):
         if bound < 1:
             raise ValueError(f"the upload queue bound must be >= 1, got {bound}")
         self.bound = bound
         self._say = say
-        self._waiting: deque = deque()  # jobs not started, oldest first
+        self.yield_cores = yield_cores
+        self.max_lag_s = max_lag_s  # the oldest unstored epoch's age at which submit waits
+        self.priority = "normal priority"  # the worker's, once it has started
+        self._waiting: deque = deque()  # [job, handed-over time of its oldest epoch], oldest first
+        self._running_since: float | None = None  # the running job's oldest epoch's hand-over
         self._running = False
+        self._paused = False  # drain runs the jobs on its own thread: the worker takes none
         self._stopping = False
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._warned = False
         self.waited_s = 0.0  # time the training thread spent blocked at the bound
         self.replaced = 0  # jobs dropped for a newer one while every slot was taken
+        self.lag_waits = 0  # times submit waited for the oldest unstored epoch (max_lag_s)
+        self._lag_warned = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
+        if self.yield_cores:
+            self.priority = yield_to_others()
         while True:
             with self._cond:
-                while not self._waiting and not self._stopping:
+                while (not self._waiting or self._paused) and not self._stopping:
                     self._cond.wait()
-                if not self._waiting:
-                    return  # stopping, and nothing left
-                job = self._waiting.popleft()
-                self._running = True
-                self._cond.notify_all()  # a slot is free
-            try:
-                if self._error is None:  # after a failure, queued jobs are dropped, in order
-                    job()
-            except BaseException as e:  # noqa: BLE001 - handed to the training thread as is
-                self._error = e
-            finally:
-                with self._cond:
-                    self._running = False
-                    self._cond.notify_all()
+                if not self._waiting or self._paused:
+                    return  # stopping, and nothing left (or drain has taken them)
+                job = self._start_next()
+            self._run(job)
+
+    def _start_next(self) -> Job:
+        """(Holding the lock.) Take the oldest waiting job; its slot is free."""
+        job, self._running_since = self._waiting.popleft()
+        self._running = True
+        self._cond.notify_all()
+        return job
+
+    def _run(self, job: Job) -> None:
+        try:
+            if self._error is None:  # after a failure, queued jobs are dropped, in order
+                job()
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread as is
+            self._error = e
+        finally:
+            with self._cond:
+                self._running, self._running_since = False, None
+                self._cond.notify_all()
+
+    def _oldest(self) -> float | None:
+        """(Holding the lock.) When the oldest epoch not yet stored was handed over."""
+        times = [since for _, since in self._waiting]
+        if self._running_since is not None:
+            times.append(self._running_since)
+        return min(times, default=None)
+
+    def _lagging(self) -> bool:
+        oldest = self._oldest()
+        return (self.max_lag_s is not None and oldest is not None
+                and time.monotonic() - oldest > self.max_lag_s and self._error is None)
 
     def check(self) -> None:
         """Raise the worker's failure, if any, on the calling (training) thread."""
@@ -81,11 +138,14 @@ class CheckpointQueue:
         """Queue ``job``. At the bound, ``choose(waiting)`` -> (index of the waiting job ``job``
         replaces, or None; why); without ``choose``, or with None, wait for a free slot."""
         self.check()
+        since = time.monotonic()
         with self._cond:
             if len(self._waiting) >= self.bound and choose is not None:
-                index, why = choose(list(self._waiting))
+                index, why = choose([j for j, _ in self._waiting])
                 if index is not None:
-                    job.absorb(self._waiting[index])
+                    older, older_since = self._waiting[index]
+                    job.absorb(older)
+                    since = min(since, older_since)
                     del self._waiting[index]
                     if self.replaced == 0:
                         self._say(f"Training goes on while the tracking store is busy: {why} (said "
@@ -100,15 +160,39 @@ class CheckpointQueue:
                 while len(self._waiting) >= self.bound and self._error is None:
                     self._cond.wait()
                 self.waited_s += time.perf_counter() - t0
-            self._waiting.append(job)
+            if self._lagging():
+                if not self._lag_warned:
+                    self._say(f"Training waits for the tracking store to catch up: its oldest unstored "
+                              f"epoch is over {self.max_lag_s:g} s old (said once)")
+                    self._lag_warned = True
+                self.lag_waits += 1
+                t0 = time.perf_counter()
+                while self._lagging():
+                    self._cond.wait(timeout=self.max_lag_s)
+                self.waited_s += time.perf_counter() - t0
+            self._waiting.append([job, since])
             self._cond.notify_all()
         self.check()
 
     def drain(self) -> None:
-        """Wait until every queued checkpoint is stored and retained; raise the worker's failure."""
+        """Store every queued checkpoint and retain; raise the worker's failure. The worker
+        finishes its current job; the rest run here, in order, at this thread's priority (the
+        worker's may be the idle class, which a busy machine would starve)."""
         with self._cond:
-            while self._waiting or self._running:
+            self._paused = True
+            while self._running:
                 self._cond.wait()
+        try:
+            while True:
+                with self._cond:
+                    if not self._waiting:
+                        break
+                    job = self._start_next()
+                self._run(job)
+        finally:
+            with self._cond:
+                self._paused = False
+                self._cond.notify_all()
         self.check()
 
     def close(self) -> None:

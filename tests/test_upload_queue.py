@@ -1,0 +1,107 @@
+"""The checkpoint queue on its own (tracker.training.uploader): the worker that yields the cores to
+training, the bound on how far the store may fall behind, and the drain that takes over."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from tracker.training.config import TrackerConfig
+from tracker.training.uploader import CheckpointQueue
+
+
+class Job:
+    """A job that takes ``seconds`` and records which thread ran it, and whom it replaced."""
+
+    def __init__(self, n: int, ran: list, seconds: float = 0.0):
+        self.n, self.ran, self.seconds, self.absorbed = n, ran, seconds, []
+
+    def absorb(self, older: Job) -> None:
+        self.absorbed = [*older.absorbed, older.n, *self.absorbed]
+
+    def __call__(self) -> None:
+        time.sleep(self.seconds)
+        self.ran.append((self.n, threading.current_thread().name, tuple(self.absorbed)))
+
+
+def replace_oldest(waiting):
+    return 0, "test"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+def test_a_yielding_worker_runs_at_the_idle_scheduling_class_and_training_keeps_its_own():
+    q = CheckpointQueue(2, say=print, yield_cores=True)
+    q.submit(Job(1, []))
+    q.drain()
+    assert q.priority == "SCHED_IDLE"
+    assert os.sched_getscheduler(q._thread.native_id) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling (training) thread is untouched
+    q.close()
+    plain = CheckpointQueue(2, say=print)
+    plain.submit(Job(1, []))
+    plain.drain()
+    assert plain.priority == "normal priority"
+    assert os.sched_getscheduler(plain._thread.native_id) == os.SCHED_OTHER
+    plain.close()
+
+
+def test_the_uploader_yields_only_when_the_ranks_take_every_core():
+    cores = len(os.sched_getaffinity(0))
+    assert TrackerConfig.uploader_yields(cores) and TrackerConfig.uploader_yields(cores + 1)
+    assert cores == 1 or not TrackerConfig.uploader_yields(cores - 1)
+    assert TrackerConfig().upload_bound(cores) == 2  # the uploader is on for every run by default
+    assert TrackerConfig(upload_queue=0).upload_bound(1) == 0
+    with pytest.raises(ValueError, match="max_lag_s"):
+        TrackerConfig(max_lag_s=0)
+
+
+def test_drain_runs_what_the_worker_has_not_started_on_the_calling_thread_in_order():
+    ran: list = []
+    q = CheckpointQueue(3, say=print)
+    for n in range(1, 4):
+        q.submit(Job(n, ran, seconds=0.2))
+        time.sleep(0.05)  # the worker has taken job 1 by now
+    q.drain()
+    assert [n for n, _, _ in ran] == [1, 2, 3]
+    assert ran[0][1] == "hype-uploader" and {t for _, t, _ in ran[1:]} == {"MainThread"}
+    q.submit(Job(4, ran))  # the worker takes jobs again after a drain
+    deadline = time.monotonic() + 10
+    while len(ran) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran[-1][:2] == (4, "hype-uploader")
+    q.close()
+
+
+def test_without_a_lag_bound_replacing_never_waits_and_with_one_the_store_catches_up():
+    """Jobs of 0.2 s handed over every 10 ms, each replacing the oldest waiting one: with no bound
+    on the lag the store sees about one epoch in twenty and training never waits; with max_lag_s
+    0.15 submit waits now and then for the oldest unstored epoch, which is then never more than
+    that bound (plus the job in progress) behind."""
+    said: list[str] = []
+    for lag in (None, 0.15):
+        ran: list = []
+        q = CheckpointQueue(1, say=said.append, max_lag_s=lag)
+        handed, worst = {}, 0.0
+        for n in range(1, 41):
+            handed[n] = time.monotonic()
+            q.submit(Job(n, ran, seconds=0.2), replace_oldest)
+            stored = [m for done in ran for m in (done[0], *done[2])]
+            unstored = [m for m in handed if m not in stored]
+            # the oldest epoch the store lacks, as it was before this hand-over
+            if len(unstored) > 1:
+                worst = max(worst, time.monotonic() - handed[unstored[0]])
+            time.sleep(0.01)
+        q.drain()
+        q.close()
+        stored = sorted(m for done in ran for m in (done[0], *done[2]))
+        assert stored == list(range(1, 41))  # every epoch's job ran or was carried by a later one
+        if lag is None:
+            assert q.lag_waits == 0 and q.waited_s == 0
+        else:
+            assert q.lag_waits >= 2 and worst <= lag + 0.2 + 0.1, worst
+    assert said.count("Training waits for the tracking store to catch up: its oldest unstored epoch "
+                      "is over 0.15 s old (said once)") == 1
