@@ -4,8 +4,11 @@
     .venv/bin/python benchmarks/tracking_overhead.py --checkpoint-mb 200 --no-sqlite --epochs 3 --rounds 1
                                                                   # ~200 MB checkpoints (dim from N)
 
-Checkpoints are stored off the training thread by default (--upload-queue 2); --upload-queue 0
-measures the synchronous path in the same way.
+Checkpoints are stored off the training thread by default (--upload-queue 2; with as many
+workers as cores the uploader runs at the idle scheduling class, and checkpoints that only newest
+N would keep are replaced while it waits for a core); --upload-queue 0 measures the synchronous
+path in the same way. Each tracked run says how many checkpoints it stored, how many of them
+before training ended, and how many were replaced.
 
 A tracked epoch logs its metrics, reads the monitored value back for early stopping (monitor
 `loss`, so that happens every epoch: the most tracking an epoch can do), saves the checkpoint
@@ -29,42 +32,18 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from benchmarks.epoch_clock import Blocks, Stamps  # noqa: E402
 from benchmarks.machine import cpu_model  # noqa: E402
 
 TARGETS = {"SQLite (embedded)": 0.015, "mlflow server (proxied)": 0.03}
 BIG_TARGET = 0.10  # a ~200 MB checkpoint per epoch, once an epoch is longer than one upload
-
-
-class Stamps:
-    """Callbacks that only take the time at the end of each epoch (what `no callbacks` costs)."""
-
-    def __init__(self, inner=None):
-        self.inner = inner
-        self.stamps = [time.perf_counter()]
-        self.train_s: list[float] = []  # the training pass of each epoch
-        self.callback_s: list[float] = []  # the tracking callbacks of each epoch
-
-    def on_epoch_end(self, result, state):
-        self.train_s.append(result.seconds)
-        self._t = time.perf_counter()
-        return self.inner.on_epoch_end(result, state) if self.inner else None
-
-    def on_checkpoint(self, state):
-        if self.inner:
-            self.inner.on_checkpoint(state)
-        now = time.perf_counter()
-        self.callback_s.append(now - self._t)
-        self.stamps.append(now)
-
-    def epoch_walls(self, skip: int) -> list[float]:
-        walls = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
-        return walls[skip:-1]  # the last epoch also evaluates: not an ordinary epoch
 
 
 def untracked(graph, config, skip):
@@ -90,6 +69,7 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queu
                           run_name="overhead")
     s = Stamps(tr)
     train(graph, config, state=state, callbacks=s, progress=False)
+    written_in_training = tr.written_bytes
     t0 = time.perf_counter()
     tr.drain()  # the queued checkpoints: the end of a run waits for them too
     tr.stop_uploads()
@@ -97,12 +77,45 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queu
     client.set_terminated(tr.run_id, "FINISHED")
     left = len(list(tr.local_dir.glob("bench_epoch*.pth")))  # newest `keep` + perhaps the best
     assert left <= keep + 1, f"retention left {left} local checkpoints"
+    stored = len(s.train_s) - tr.replaced
+    per_checkpoint = tr.written_bytes / max(stored, 1)
+    queue = tr.uploads
+    print(f"  tracked run: {stored} of {len(s.train_s)} checkpoints stored "
+          f"({round(written_in_training / per_checkpoint) if per_checkpoint else 0} before training "
+          f"ended, {tr.replaced} replaced), drain {drain_s:.2f} s"
+          + (f", uploader at {queue.priority}, {queue.lag_waits} wait(s) for the store's lag, "
+             f"{queue.waited_s:.2f} s waited" if queue else ", synchronous"), flush=True)
     walls = s.epoch_walls(skip)
     # Conservative: what was still queued at the end is charged to the timed epochs.
     walls = [w + drain_s / len(walls) for w in walls]
     train_s = sum(s.train_s[skip:-1])
     callback_s = sum(s.callback_s[skip:-1])
     return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1)
+
+
+def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int]:
+    """Median tracked epoch / median untracked epoch - 1 within one tracked run, and the
+    checkpoints replaced."""
+    from hype.train import train
+    from tracker.store.open import open_tracking_store
+    from tracker.training.callbacks import TrackerConfig
+    from tracker.training.session import start_run
+
+    epochs = args.skip + 2 * args.blocks * args.block + 1
+    config = replace(config, epochs=epochs, eval_every=epochs)
+    client = open_tracking_store(uri)
+    tconfig = TrackerConfig(model_name="blocks", keep=args.keep, monitor="loss", patience=10**6,
+                            checkpoint_root=workdir / "checkpoints", log_pyfunc=False,
+                            upload_queue=args.upload_queue, disk_margin=0)
+    tr, state = start_run(client, uri, graph, config, tconfig, experiment="tracking-overhead",
+                          run_name="interleaved")
+    s = Blocks(tr, args.skip, args.block)
+    train(graph, config, state=state, callbacks=s, progress=False)
+    tr.drain()
+    tr.stop_uploads()
+    client.set_terminated(tr.run_id, "FINISHED")
+    on, off = s.split()
+    return statistics.median(on) / statistics.median(off) - 1, tr.replaced, s.waited()
 
 
 def measure(label, graph, config, uri, workdir, args) -> dict:
@@ -118,10 +131,22 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     share = statistics.median(shares)
     ratio = med / base - 1
     target = BIG_TARGET if args.checkpoint_mb else TARGETS[label]
+    inter = None
+    if args.blocks:
+        inter, replaced, waited = interleaved(graph, config, uri, workdir, args)
+        print(f"{label:<28} interleaved in one run ({args.blocks} x {args.block} tracked epochs, as "
+              f"many untracked): ratio {100 * inter:+5.1f}%  ({replaced} checkpoints replaced)  "
+              f"target <= {100 * target:.1f}%: {'PASS' if inter <= target else 'FAIL'}", flush=True)
+        print(f"{'':<28} ranks waiting for a core: {100 * waited['tracked_wait']:.1f}% of tracked "
+              f"epochs, {100 * waited['untracked_wait']:.1f}% of untracked (the difference, "
+              f"{100 * (waited['tracked_wait'] - waited['untracked_wait']):+.1f}%, is what tracking took "
+              f"from the ranks); VM steal {100 * waited['tracked_steal']:.1f}% / "
+              f"{100 * waited['untracked_steal']:.1f}%", flush=True)
     from tracker.training.config import TrackerConfig
 
     bound = TrackerConfig(upload_queue=args.upload_queue).upload_bound(config.workers)
     row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
+           "interleaved_ratio": inter, **({"ranks_waited": waited} if args.blocks else {}),
            "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
            "loadavg": os.getloadavg()[0], "upload_queue": bound}
     # The ratio is the figure: with the uploader, the training thread's share is only the
@@ -140,17 +165,23 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=8, help="timed epochs per run")
     p.add_argument("--skip", type=int, default=2, help="first epochs not timed (compile, no delete yet)")
     p.add_argument("--rounds", type=int, default=2, help="untracked/tracked pairs per store")
+    p.add_argument("--blocks", type=int, default=6,
+                   help="also one run of this many tracked blocks alternating with untracked ones (0: off)")
+    p.add_argument("--block", type=int, default=4, help="epochs per block of --blocks")
     p.add_argument("--keep", type=int, default=2, help="--keep-checkpoints of the tracked run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--no-server", action="store_true", help="only the SQLite store")
     p.add_argument("--no-sqlite", action="store_true", help="only the server")
     p.add_argument("--upload-queue", type=int, default=None,
-                   help="0: the synchronous path [default: as train: 2 with a spare core, else 0]")
+                   help="0: the synchronous path [default: as train, 2; the uploader yields the cores "
+                   "when the workers take them all]")
     p.add_argument("--checkpoint-mb", type=float, default=0,
                    help="choose dim so that a checkpoint is about this size (e.g. 200)")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     args = p.parse_args(argv)
+    if args.blocks and args.skip < 1:
+        p.error("--blocks needs --skip >= 1 (the tracker's first epoch starts the clock)")
 
     from nouns import CLOSURE, ensure_closure
 

@@ -150,7 +150,8 @@ def _model_name(dataset: Path) -> str:
 @click.option("--force", is_flag=True, help="Start even if the retained checkpoints would not fit.")
 @click.option("--upload-queue", type=click.IntRange(min=0), default=None, metavar="N",
               help="Checkpoints stored off the training thread, at most N waiting; 0 stores each one "
-                   "before the next epoch [default: 2 when a core is spare beside the workers, else 0].")
+                   "before the next epoch [default: 2; with as many workers as cores the uploader "
+                   "runs at the idle priority].")
 @click.option("--store-every-checkpoint", "store_every", is_flag=True, envvar=STORE_EVERY_ENV,
               help="Store every epoch's checkpoint, training waiting for a slow store; by default a "
                    "waiting checkpoint that no policy but --keep-checkpoints keeps is replaced by "

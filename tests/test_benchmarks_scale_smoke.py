@@ -104,10 +104,11 @@ def test_nouns_stops_at_the_wall_clock_budget(closure, tmp_path):
 def test_tracking_overhead_measures_sqlite_and_a_server(closure, tmp_path):
     rows = load_script("tracking_overhead").main([
         "--dataset", str(closure), "--epochs", "2", "--skip", "1", "--keep", "1", "--workers", "1",
-        "--dim", "2", "--workdir", str(tmp_path)])
+        "--dim", "2", "--blocks", "1", "--block", "2", "--workdir", str(tmp_path)])
     assert [r["store"] for r in rows] == ["SQLite (embedded)", "mlflow server (proxied)"]
     for r in rows:
         assert r["untracked_s"] > 0 and r["tracked_s"] > 0 and r["overhead_share"] > 0
+        assert r["interleaved_ratio"] > -1  # a ratio of two medians of positive walls
 
 
 def test_cleanup_scale_deletes_all_but_the_newest_and_reports_per_deletion(tmp_path):
