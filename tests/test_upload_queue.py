@@ -105,3 +105,27 @@ def test_without_a_lag_bound_replacing_never_waits_and_with_one_the_store_catche
             assert q.lag_waits >= 2 and worst <= lag + 0.2 + 0.1, worst
     assert said.count("Training waits for the tracking store to catch up: its oldest unstored epoch "
                       "is over 0.15 s old (said once)") == 1
+
+
+def test_a_replaced_jobs_metrics_go_to_the_job_that_runs_next_in_its_place():
+    """Waiting: epochs 2 and 3; epoch 4 replaces 2 (say 3 is a kept best). Epoch 3 runs next, so
+    it takes over epoch 2's metrics: no checkpoint is stored before an earlier epoch's metrics."""
+    ran: list = []
+    gate = threading.Event()
+    q = CheckpointQueue(2, say=print)
+
+    class Blocked(Job):
+        def __call__(self):
+            gate.wait(10)
+            super().__call__()
+
+    q.submit(Blocked(1, ran))
+    time.sleep(0.05)  # the worker holds job 1
+    q.submit(Job(2, ran))
+    q.submit(Job(3, ran))
+    q.submit(Job(4, ran), lambda waiting: (0, "test"))
+    gate.set()
+    q.drain()
+    q.close()
+    assert [(n, carried) for n, _, carried in ran] == [(1, ()), (3, (2,)), (4, ())]
+    assert q.replaced == 1

@@ -11,8 +11,9 @@ saved is simply an epoch without a checkpoint; resume goes on from the newest st
 
 Bounded: at most ``bound`` checkpoints wait (default 2: memory for two snapshots, no more).
 When every slot is taken, ``submit`` asks ``choose`` (tracker.policy.supersede) which waiting
-job the new one may replace: that job is dropped and the new one takes over what it carried
-(its epoch's metrics). When none may be replaced, ``submit`` blocks at the bound and says so
+job the new one may replace: that job is dropped, and the job that runs next in its place (the
+next waiting one, else the new one) takes over what it carried (its epoch's metrics). When
+none may be replaced, ``submit`` blocks at the bound and says so
 once. The first failure in the worker stops it; ``submit`` and ``drain`` raise it on the
 training thread, where the run is marked as the synchronous path would have marked it.
 
@@ -143,9 +144,18 @@ class CheckpointQueue:
             if len(self._waiting) >= self.bound and choose is not None:
                 index, why = choose([j for j, _ in self._waiting])
                 if index is not None:
+                    # What the replaced job would have written goes to the job that runs next in
+                    # its place: the next waiting one, else the new one. So no checkpoint is
+                    # stored before the metrics of every earlier epoch are (a kill between the
+                    # two would resume past epochs whose metrics the store never got).
                     older, older_since = self._waiting[index]
-                    job.absorb(older)
-                    since = min(since, older_since)
+                    heir = self._waiting[index + 1] if index + 1 < len(self._waiting) else None
+                    if heir is None:
+                        job.absorb(older)
+                        since = min(since, older_since)
+                    else:
+                        heir[0].absorb(older)
+                        heir[1] = min(heir[1], older_since)
                     del self._waiting[index]
                     if self.replaced == 0:
                         self._say(f"Training goes on while the tracking store is busy: {why} (said "
