@@ -176,6 +176,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--upload-queue", type=int, default=None,
                    help="0: the synchronous path [default: as train, 2; the uploader yields the cores "
                    "when the workers take them all]")
+    p.add_argument("--server-idle", action="store_true",
+                   help="run the local server at the idle scheduling class (chrt --idle), as a "
+                   "tracking server beside training on the same cores may be")
     p.add_argument("--checkpoint-mb", type=float, default=0,
                    help="choose dim so that a checkpoint is about this size (e.g. 200)")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
@@ -210,8 +213,13 @@ def main(argv=None) -> list[dict]:
             from tests.servers import mlflow_server
 
             with mlflow_server(tmp / "server") as server:
-                rows.append(measure("mlflow server (proxied)", graph, config, server.url,
-                                    tmp / "server", args))
+                label = "mlflow server (proxied)"
+                if args.server_idle:
+                    from benchmarks.epoch_clock import idle_group
+
+                    print(f"server at the idle scheduling class: {idle_group(server.pgid)} threads",
+                          flush=True)
+                rows.append(measure(label, graph, config, server.url, tmp / "server", args))
     return rows
 
 
