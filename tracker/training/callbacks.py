@@ -88,7 +88,7 @@ class TrackedTraining(RetentionPass, StoringPass):
         self.retention_blocked = False  # the store refused a delete (permission): keep everything
         self.tracking_seconds = 0.0  # training-thread time spent here (logging, handing over, waiting)
         self.background_seconds = 0.0  # time spent storing checkpoints (on the uploader's thread)
-        bound = ctx.tconfig.upload_bound(ctx.config.workers)
+        bound = ctx.tconfig.upload_bound()
         self.uploads = CheckpointQueue(bound, say=say, max_lag_s=ctx.tconfig.max_lag_s,
                                        yield_cores=ctx.tconfig.uploader_yields(ctx.config.workers),
                                        ) if bound else None

@@ -55,8 +55,8 @@ class TrackerConfig:
         if not (isinstance(self.max_lag_s, int | float) and self.max_lag_s > 0):
             raise ValueError(f"max_lag_s must be a number of seconds > 0, got {self.max_lag_s!r}")
 
-    def upload_bound(self, workers: int) -> int:
-        """The queue's bound for a run with ``workers`` training processes on this machine."""
+    def upload_bound(self) -> int:
+        """The queue's bound (0: no uploader, the synchronous path)."""
         return 2 if self.upload_queue is None else self.upload_queue
 
     @staticmethod

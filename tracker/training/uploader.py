@@ -13,9 +13,9 @@ Bounded: at most ``bound`` checkpoints wait (default 2: memory for two snapshots
 When every slot is taken, ``submit`` asks ``choose`` (tracker.policy.supersede) which waiting
 job the new one may replace: that job is dropped, and the job that runs next in its place (the
 next waiting one, else the new one) takes over what it carried (its epoch's metrics). When
-none may be replaced, ``submit`` blocks at the bound and says so
-once. The first failure in the worker stops it; ``submit`` and ``drain`` raise it on the
-training thread, where the run is marked as the synchronous path would have marked it.
+none may be replaced, ``submit`` blocks at the bound and says so once. The first failure in
+the worker stops it; ``submit`` and ``drain`` raise it on the training thread, where the run is
+marked as the synchronous path would have marked it.
 
 When training keeps every core busy (as many ranks as cores), the worker yields to it
 (``yield_cores``): it runs at the idle scheduling class (SCHED_IDLE, else nice 19), so it takes
@@ -78,11 +78,10 @@ class CheckpointQueue:
         self._stopping = False
         self._cond = threading.Condition()
         self._error: BaseException | None = None
-        self._warned = False
-        self.waited_s = 0.0  # time the training thread spent blocked at the bound
+        self._said: set[str] = set()  # the waits' messages, each said once
+        self.waited_s = 0.0  # time the training thread spent blocked (the bound, the lag)
         self.replaced = 0  # jobs dropped for a newer one while every slot was taken
         self.lag_waits = 0  # times submit waited for the oldest unstored epoch (max_lag_s)
-        self._lag_warned = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -139,7 +138,7 @@ class CheckpointQueue:
         """Queue ``job``. At the bound, ``choose(waiting)`` -> (index of the waiting job ``job``
         replaces, or None; why); without ``choose``, or with None, wait for a free slot."""
         self.check()
-        since = time.monotonic()
+        entry = [job, time.monotonic()]  # the job, and when its oldest epoch was handed over
         with self._cond:
             if len(self._waiting) >= self.bound and choose is not None:
                 index, why = choose([j for j, _ in self._waiting])
@@ -149,40 +148,36 @@ class CheckpointQueue:
                     # stored before the metrics of every earlier epoch are (a kill between the
                     # two would resume past epochs whose metrics the store never got).
                     older, older_since = self._waiting[index]
-                    heir = self._waiting[index + 1] if index + 1 < len(self._waiting) else None
-                    if heir is None:
-                        job.absorb(older)
-                        since = min(since, older_since)
-                    else:
-                        heir[0].absorb(older)
-                        heir[1] = min(heir[1], older_since)
+                    heir = self._waiting[index + 1] if index + 1 < len(self._waiting) else entry
+                    heir[0].absorb(older)
+                    heir[1] = min(heir[1], older_since)
                     del self._waiting[index]
                     if self.replaced == 0:
                         self._say(f"Training goes on while the tracking store is busy: {why} (said "
                                   "once; the count is given at the end)")
                     self.replaced += 1
             if len(self._waiting) >= self.bound:
-                if not self._warned:
-                    self._say(f"Training waits for the tracking store: {self.bound} checkpoints are "
-                              "queued (it is slower than training; said once)")
-                    self._warned = True
-                t0 = time.perf_counter()
-                while len(self._waiting) >= self.bound and self._error is None:
-                    self._cond.wait()
-                self.waited_s += time.perf_counter() - t0
+                self._wait_while(lambda: len(self._waiting) >= self.bound and self._error is None,
+                                 f"Training waits for the tracking store: {self.bound} checkpoints are "
+                                 "queued (it is slower than training; said once)")
             if self._lagging():
-                if not self._lag_warned:
-                    self._say(f"Training waits for the tracking store to catch up: its oldest unstored "
-                              f"epoch is over {self.max_lag_s:g} s old (said once)")
-                    self._lag_warned = True
                 self.lag_waits += 1
-                t0 = time.perf_counter()
-                while self._lagging():
-                    self._cond.wait(timeout=self.max_lag_s)
-                self.waited_s += time.perf_counter() - t0
-            self._waiting.append([job, since])
+                self._wait_while(self._lagging, "Training waits for the tracking store to catch up: "
+                                 f"its oldest unstored epoch is over {self.max_lag_s:g} s old (said once)")
+            self._waiting.append(entry)
             self._cond.notify_all()
         self.check()
+
+    def _wait_while(self, blocked: Callable[[], bool], message: str) -> None:
+        """(Holding the lock.) Block the training thread while ``blocked()``; say ``message`` the
+        first time. Each finished job notifies, and so does a failure."""
+        if message not in self._said:
+            self._say(message)
+            self._said.add(message)
+        t0 = time.perf_counter()
+        while blocked():
+            self._cond.wait()
+        self.waited_s += time.perf_counter() - t0
 
     def drain(self) -> None:
         """Store every queued checkpoint and retain; raise the worker's failure. The worker
