@@ -18,23 +18,29 @@ class Stamps:
         self.train_s: list[float] = []  # the training pass of each epoch
         self.callback_s: list[float] = []  # the tracking callbacks of each epoch
 
+    def tracks(self, epoch: int) -> bool:
+        """Whether ``inner`` (the tracker) sees this epoch."""
+        return self.inner is not None
+
     def on_epoch_end(self, result, state):
         self.train_s.append(result.seconds)
         self._t = time.perf_counter()
-        return self.inner.on_epoch_end(result, state) if self.inner else None
+        return self.inner.on_epoch_end(result, state) if self.tracks(result.epoch) else None
 
     def on_checkpoint(self, state):
-        if self.inner:
+        if self.tracks(state.epoch):
             self.inner.on_checkpoint(state)
         now = time.perf_counter()
         self.callback_s.append(now - self._t)
         self.stamps.append(now)
 
+    @property
+    def walls(self) -> list[float]:
+        """Each epoch's wall time, stamp to stamp (the epoch, its evaluation and its callbacks)."""
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+
     def epoch_walls(self, skip: int) -> list[float]:
-        walls = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
-        return walls[skip:-1]  # the last epoch also evaluates: not an ordinary epoch
-
-
+        return self.walls[skip:-1]  # the last epoch also evaluates: not an ordinary epoch
 
 
 def _rank_threads() -> list[Path]:
@@ -84,22 +90,11 @@ class Blocks(Stamps):
         self.delays.append(run_delay_s(self._files))
         self.steals.append(steal_s())
 
-    def tracked(self, epoch: int) -> bool:
+    def tracks(self, epoch: int) -> bool:
         return epoch <= self.skip or ((epoch - self.skip - 1) // self.block) % 2 == 1
 
-    def on_epoch_end(self, result, state):
-        if self.tracked(result.epoch):
-            return super().on_epoch_end(result, state)
-        self.train_s.append(result.seconds)
-        self._t = time.perf_counter()
-        return None
-
     def on_checkpoint(self, state):
-        if self.tracked(state.epoch):
-            super().on_checkpoint(state)
-        else:
-            self.callback_s.append(0.0)
-            self.stamps.append(time.perf_counter())
+        super().on_checkpoint(state)
         if state.epoch == self.skip:
             self.delays, self.steals = [], []
         if state.epoch >= self.skip:
@@ -112,21 +107,20 @@ class Blocks(Stamps):
         """(tracked, untracked) epoch walls, without each block's first epoch: an untracked block's
         first epoch carries the last tracked one's background work, a tracked block's first has
         none of its predecessor's."""
-        walls = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)][:-1]
         out: tuple[list[float], list[float]] = ([], [])
-        for epoch, wall in enumerate(walls, start=1):
+        for epoch, wall in enumerate(self.walls[:-1], start=1):
             if self._timed(epoch):
-                out[0 if self.tracked(epoch) else 1].append(wall)
+                out[0 if self.tracks(epoch) else 1].append(wall)
         return out
 
     def waited(self) -> dict[str, float]:
         """Of the timed epochs' wall time: the share the ranks waited for a core (summed over
         ranks, so 2 ranks waiting all along is 200%) and the VM's steal, tracked and untracked."""
-        walls = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+        walls = self.walls
         out = {}
         for label, on in (("tracked", True), ("untracked", False)):
             epochs = [e for e in range(self.skip + 1, len(self.delays) + self.skip)
-                      if self._timed(e) and self.tracked(e) == on]
+                      if self._timed(e) and self.tracks(e) == on]
             wall = sum(walls[e - 1] for e in epochs)
             i = [e - self.skip for e in epochs]  # delays[k] was sampled at the end of epoch skip + k
             out[f"{label}_wait"] = sum(self.delays[k] - self.delays[k - 1] for k in i) / wall

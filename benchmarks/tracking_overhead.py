@@ -54,7 +54,11 @@ def untracked(graph, config, skip):
     return s.epoch_walls(skip)
 
 
-def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int | None):
+def run_tracked(graph, config, uri, workdir: Path, keep: int, upload_queue: int | None, name: str,
+                clock):
+    """One tracked run (monitor `loss`: the most tracking an epoch can do), its epochs timed by
+    ``clock(tracker)``; its end waits for the queued checkpoints, as a run's end does.
+    Returns (tracker, clock, bytes written before training ended, seconds the end waited)."""
     from hype.train import train
     from tracker.store.open import open_tracking_store, tune_sqlite_commits
     from tracker.training.callbacks import TrackerConfig
@@ -62,19 +66,25 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queu
 
     tune_sqlite_commits()
     client = open_tracking_store(uri)
-    tconfig = TrackerConfig(model_name="bench", keep=keep, monitor="loss", patience=10**6,
+    tconfig = TrackerConfig(model_name=name, keep=keep, monitor="loss", patience=10**6,
                             checkpoint_root=workdir / "checkpoints", log_pyfunc=False,
                             upload_queue=upload_queue, disk_margin=0)
     tr, state = start_run(client, uri, graph, config, tconfig, experiment="tracking-overhead",
-                          run_name="overhead")
-    s = Stamps(tr)
+                          run_name=name)
+    s = clock(tr)
     train(graph, config, state=state, callbacks=s, progress=False)
     written_in_training = tr.written_bytes
     t0 = time.perf_counter()
-    tr.drain()  # the queued checkpoints: the end of a run waits for them too
+    tr.drain()
     tr.stop_uploads()
     drain_s = time.perf_counter() - t0
     client.set_terminated(tr.run_id, "FINISHED")
+    return tr, s, written_in_training, drain_s
+
+
+def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int | None):
+    tr, s, written_in_training, drain_s = run_tracked(graph, config, uri, workdir, keep, upload_queue,
+                                                      "bench", Stamps)
     left = len(list(tr.local_dir.glob("bench_epoch*.pth")))  # newest `keep` + perhaps the best
     assert left <= keep + 1, f"retention left {left} local checkpoints"
     stored = len(s.train_s) - tr.replaced
@@ -93,27 +103,13 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queu
     return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1)
 
 
-def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int]:
-    """Median tracked epoch / median untracked epoch - 1 within one tracked run, and the
-    checkpoints replaced."""
-    from hype.train import train
-    from tracker.store.open import open_tracking_store
-    from tracker.training.callbacks import TrackerConfig
-    from tracker.training.session import start_run
-
+def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int, dict[str, float]]:
+    """Median tracked epoch / median untracked epoch - 1 within one tracked run, the checkpoints
+    replaced, and how long the ranks waited for a core (Blocks.waited)."""
     epochs = args.skip + 2 * args.blocks * args.block + 1
     config = replace(config, epochs=epochs, eval_every=epochs)
-    client = open_tracking_store(uri)
-    tconfig = TrackerConfig(model_name="blocks", keep=args.keep, monitor="loss", patience=10**6,
-                            checkpoint_root=workdir / "checkpoints", log_pyfunc=False,
-                            upload_queue=args.upload_queue, disk_margin=0)
-    tr, state = start_run(client, uri, graph, config, tconfig, experiment="tracking-overhead",
-                          run_name="interleaved")
-    s = Blocks(tr, args.skip, args.block)
-    train(graph, config, state=state, callbacks=s, progress=False)
-    tr.drain()
-    tr.stop_uploads()
-    client.set_terminated(tr.run_id, "FINISHED")
+    tr, s, _, _ = run_tracked(graph, config, uri, workdir, args.keep, args.upload_queue, "blocks",
+                              lambda inner: Blocks(inner, args.skip, args.block))
     on, off = s.split()
     return statistics.median(on) / statistics.median(off) - 1, tr.replaced, s.waited()
 
@@ -144,7 +140,7 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
               f"{100 * waited['untracked_steal']:.1f}%", flush=True)
     from tracker.training.config import TrackerConfig
 
-    bound = TrackerConfig(upload_queue=args.upload_queue).upload_bound(config.workers)
+    bound = TrackerConfig(upload_queue=args.upload_queue).upload_bound()
     row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
            "interleaved_ratio": inter, **({"ranks_waited": waited} if args.blocks else {}),
            "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
