@@ -43,6 +43,14 @@ def throttled(monkeypatch):
     return seen
 
 
+def _uploader_then_drain(threads) -> bool:
+    """The uploads ran on the uploader, then (once the run's end took over) on the run's thread
+    only: never the two interleaved, which would store checkpoints out of order."""
+    names = [name for name, _ in threads]
+    k = names.index("MainThread") if "MainThread" in names else len(names)
+    return set(names[:k]) <= {"hype-uploader"} and set(names[k:]) <= {"MainThread"}
+
+
 def _train(sqlite_tracking, tmp_path, *extra):
     data = write_tree_closure(tmp_path / "tree_closure.csv", depth=2)
     t0 = time.perf_counter()
@@ -63,6 +71,7 @@ def test_training_goes_on_while_uploads_are_slow_and_the_bound_holds(sqlite_trac
     # over what the uploader had not started (the uploader may run at the idle priority)
     assert {name for name, ended in throttled["thread"] if ended < 8} == {"hype-uploader"}
     assert throttled["thread"][-1] == ("MainThread", 8)
+    assert _uploader_then_drain(throttled["thread"])
     assert max(gaps) >= 2  # training was epochs ahead of the upload in progress
     # the upload in progress, 2 queued, and the epoch whose hand-over waits: never more
     assert max(gaps) <= 2 + 1
@@ -89,6 +98,7 @@ def test_by_default_training_does_not_wait_checkpoints_only_newest_n_keeps_are_r
             "was busy") in out
     # a replacement means training ran ahead of the uploads (the bound itself: test_supersede)
     assert throttled["thread"][0][0] == "hype-uploader"  # the end's drain takes over the rest
+    assert _uploader_then_drain(throttled["thread"])
     client = MlflowClient(sqlite_tracking.tracking_uri)
     assert sorted(m.step for m in client.get_metric_history(run_dir.name, "loss")) == list(range(1, 9))
     run = client.get_run(run_dir.name)
