@@ -29,11 +29,10 @@ def average(name: str, embs) -> torch.Tensor:
     if name == "euclidean":
         return stack.mean(0)
     if name == "poincare":
-        sq = (stack * stack).sum(-1, keepdim=True).clamp(max=1 - 1e-15)
-        stack = torch.cat([1 + sq, 2 * stack], dim=-1) / (1 - sq)  # onto the hyperboloid
+        stack = lorentz.from_poincare(stack)
     mean = stack.mean(0)
-    inner = mean[..., :1] ** 2 - (mean[..., 1:] ** 2).sum(-1, keepdim=True)  # -<m, m>_L > 0
-    centroid = mean / inner.clamp_min(1e-300).sqrt()
+    norm_sq = -lorentz.inner(mean, mean).unsqueeze(-1)  # -<m, m>_L > 0 inside the light cone
+    centroid = mean / norm_sq.clamp_min(1e-300).sqrt()
     if name == "poincare":
         return poincare.project(lorentz.to_poincare(centroid))
     return lorentz.project(centroid)

@@ -59,3 +59,10 @@ def init(n: int, dim: int, *, scale: float, generator: torch.Generator) -> torch
 def to_poincare(x: torch.Tensor) -> torch.Tensor:
     """Map to the Poincaré ball (for pictures and export): x_space / (1 + x0)."""
     return x[..., 1:] / (1 + x[..., :1])
+
+
+def from_poincare(p: torch.Tensor) -> torch.Tensor:
+    """The inverse of to_poincare: (..., D) in the ball -> (..., D+1) on the hyperboloid,
+    (1 + |p|^2, 2p) / (1 - |p|^2)."""
+    sq = (p * p).sum(-1, keepdim=True).clamp(max=1 - 1e-15)
+    return torch.cat([1 + sq, 2 * p], dim=-1) / (1 - sq)
