@@ -57,7 +57,7 @@ from numba import njit
 from hype import jit
 
 POINCARE, LORENTZ, EUCLIDEAN = 0, 1, 2
-BOUNDARY_EPS = 1e-5  # same as hype.manifolds.poincare.BOUNDARY_EPS
+BOUNDARY_EPS = 1e-9  # same as hype.manifolds.poincare.BOUNDARY_EPS
 _EPS = 1e-12
 _MAX_TRIES = 20  # negative draws per slot before giving up on finding a non-neighbour
 _MAX_NORM_SQ = (1.0 - BOUNDARY_EPS) ** 2
@@ -214,27 +214,27 @@ def _poincare_target(emb, t, uu, sx, rows, scal, j):
     """rows[j] <- emb[t]; scal[:, j] <- exp(-d(u, t)) and the coefficients, for |u|^2 = sx."""
     dim = emb.shape[1]
     sy = 0.0
-    xy = 0.0
+    sq_diff = 0.0  # |u - v|^2 from the differences: sx + sy - 2<u, v> cancels near the boundary
     for k in range(dim):
         y = emb[t, k]
         rows[j, k] = y
         sy += y * y
-        xy += uu[k] * y
+        diff = uu[k] - y
+        sq_diff += diff * diff
     alpha = max(1.0 - sx, _EPS)
     beta = max(1.0 - sy, _EPS)
     # cosh d = g = num / den with den = alpha beta, num = den + 2 |u - v|^2, so
     # g^2 - 1 = 4 |u - v|^2 (den + |u - v|^2) / den^2 (no cancellation near g = 1), and
     # with s = den sqrt(g^2 - 1): exp(-d) = den / (num + s), 1 / (beta root) = alpha / s.
-    sq_diff = max(sx + sy - 2.0 * xy, 0.0)
     den = alpha * beta
     num = den + 2.0 * sq_diff
     s = math.sqrt(max(4.0 * sq_diff * (den + sq_diff), _EPS * den * den))
     r = 1.0 / (s * (num + s))  # the only division per target
     inv_s = (num + s) * r
     scal[_W, j] = den * s * r
-    scal[_CX, j] = (1.0 - 2.0 * xy + sy) * alpha * inv_s
+    scal[_CX, j] = (alpha + sq_diff) * alpha * inv_s  # 1 - 2<u, v> + |v|^2 = alpha + |u - v|^2
     scal[_AX, j] = alpha * alpha * inv_s
-    scal[_CY, j] = (1.0 - 2.0 * xy + sx) * beta * inv_s
+    scal[_CY, j] = (beta + sq_diff) * beta * inv_s
     scal[_AY, j] = beta * beta * inv_s
 
 

@@ -54,6 +54,33 @@ def test_edge_step_matches_autograd(manifold, seed, scale):
     assert not torch.equal(got, emb)  # it moved
 
 
+def _near_boundary(n, dim, seed, gap):
+    """n points 1 - |x| ~ gap..10 gap from the boundary, at hyperbolic distances O(1) from the first."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.randn(dim, generator=g, dtype=torch.float64)
+    centre = centre / centre.norm()
+    pts = centre + gap * torch.randn(n, dim, generator=g, dtype=torch.float64) * 2
+    norms = 1 - gap * (1 + 9 * torch.rand(n, 1, generator=g, dtype=torch.float64))
+    return pts / pts.norm(dim=-1, keepdim=True) * norms
+
+
+@pytest.mark.parametrize("gap", [1e-6, 1e-8])
+def test_poincare_step_keeps_its_precision_near_the_boundary(gap):
+    """The kernel computes |u - v|^2 from the differences, as the torch distance does. From
+    sx + sy - 2<u, v> it cancelled: near 1 - 1e-8 its loss was off by 0.7%."""
+    emb = _near_boundary(12, 10, 3, gap)
+    assert 1 - float(emb.norm(dim=-1).max()) >= manifolds.poincare.BOUNDARY_EPS
+    targets = np.arange(1, 8, dtype=np.int64)
+    d = manifolds.poincare.distance(emb[0], emb[1:8])
+    assert float(d.min()) > 0.1 and float(d.max()) < 10  # close pairs, in hyperbolic terms
+    expected, expected_loss = _torch_step(emb, "poincare", 0, targets, 0.01)
+    got = emb.clone()
+    loss = kernels.edge_step(got.numpy(), 0, 0, targets, 0.01)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    torch.testing.assert_close(got, expected, rtol=0, atol=gap * 1e-4)
+    assert not torch.equal(got, emb)
+
+
 def test_poincare_stays_inside_ball():
     emb = manifolds.poincare.project(_points("poincare", 20, 3, 0, 1.0) * 10)
     targets = np.arange(1, 12, dtype=np.int64)

@@ -7,8 +7,11 @@ d(u, v) = arcosh(-<u, v>_L)
 import torch
 
 # The space-like part's norm is kept at most this: sinh(12.2) = 1e5, so no point gets further
-# from the origin (d = arcosh x0 = 12.2) than the Poincare ball's boundary (1 - 1e-5) allows.
-# Without it, a large step sends x0 towards 1e21 per retraction (cosh is clamped at 50), and
+# from the origin than d = arcosh x0 = 12.2. Further out, -<u, v>_L = u0 v0 - <u_s, v_s> is a
+# difference of terms ~x0^2 (1e10 here): float64 keeps cosh d to 1e-6, but at x0 = 1e7 only to
+# 1e-2, and nearby points lose their distance. (The ball computes |u - v|^2 from differences and
+# goes to radius 21.4: hype.manifolds.poincare.BOUNDARY_EPS.)
+# Without a bound, a large step sends x0 towards 1e21 per retraction (cosh is clamped at 50), and
 # within a few epochs exp(-d) underflows to 0 for every target of an edge: a division by zero.
 MAX_SPACE_NORM = 1e5
 
