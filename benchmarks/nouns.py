@@ -22,6 +22,9 @@ ball, where the Riemannian gradient vanishes and they stay (mean rank stuck near
 after 150 epochs at 3.0 the hierarchy is in place and the larger step only refines it. At 20
 (rather than 10) dim 10 reaches in 250 epochs what 10 reached in 460 (exact MR 4.05, MAP 0.884);
 30 gains MAP sooner but ends with a higher mean rank (docs/performance.md, "quality frontier").
+Those figures had points held at 1 - 1e-5 from the boundary; since they may go to 1 - 1e-9
+(hype.manifolds.poincare.BOUNDARY_EPS), the defaults give dim 10 MR 3.47 / MAP 0.905 and dim 5
+MR 4.22 / MAP 0.892 (docs/performance.md, "Room at the boundary").
 --workers 2 trains with two processes (hype.distributed); one of hype's epochs is one pass over
 the edges.
 
@@ -48,6 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.noun_callbacks import GOALS, PAPER, WallBudget, log, log_average, meets  # noqa: E402
 
 CLOSURE = ROOT / "data" / "noun_closure.csv"
@@ -167,9 +171,11 @@ def main(argv=None) -> dict:
     schedule = ", ".join(f"lr {lr:g} to epoch {until}" for lr, until in phases)
     tracked, state = start_run(client, uri, graph, config, tconfig, experiment=args.experiment,
                                run_name=f"nouns-{args.manifold}-dim{args.dim}-{args.minutes:g}min")
+    cpu = f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
     client.log_param(tracked.run_id, "lr_schedule", schedule)
+    client.set_tag(tracked.run_id, "benchmark.cpu", cpu)  # timings differ across CPUs of a kind
     log(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges; run {tracked.run_id} in {uri}; "
-        f"{schedule} (per-edge step = lr / {args.batch_size}); budget {args.minutes:g} min")
+        f"{schedule} (per-edge step = lr / {args.batch_size}); budget {args.minutes:g} min; {cpu}")
     deadline = t0 + 60 * args.minutes - args.reserve
     budget = WallBudget(tracked, t0=t0, deadline=deadline, exact_every_s=60 * args.exact_every,
                         curve_path=args.curve, stop_at_target=args.stop_at_target,
@@ -197,6 +203,7 @@ def main(argv=None) -> dict:
         "best_epoch": tracked.stop_state.best_epoch, "stop_reason": result.stop_reason,
         "final_mean_rank": round(final["final_mean_rank"], 4), "final_map": round(final["final_map"], 4),
         "wall_minutes": round(wall / 60, 2), "train_minutes": round((t_train - t0) / 60, 2),
+        "cpu": cpu,
         "finish_seconds": round(time.perf_counter() - t_train, 1),
         "tracking_seconds": round(tracked.tracking_seconds, 1),
         "exact_eval_seconds_during_training": round(budget.eval_seconds, 1),
@@ -221,7 +228,7 @@ def main(argv=None) -> dict:
         summary["goal_met"] = met
         log(f"issue 13's goal at dim {args.dim} (MR <= {goal[0]}, MAP >= {goal[1]}, within 300 epochs and "
             f"15 min): {'met' if met else 'NOT met'} with {what} (MR {judged['mean_rank']}, MAP "
-            f"{judged['map']}, {result.state.epoch} epochs, {wall / 60:.1f} min)")
+            f"{judged['map']}, {result.state.epoch} epochs, {wall / 60:.1f} min on {cpu})")
     return summary
 
 
