@@ -7,11 +7,18 @@ from pathlib import Path
 
 
 def cpu_model() -> str:
-    """The CPU's model name (figures differ across CPUs of the same kind: Zen 3 against Zen 5)."""
+    """The CPU's model name, with its family and model numbers: figures differ across CPUs of
+    the same kind (Zen 3 against Zen 5), and a VM may name only "AMD EPYC"."""
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not key.strip():  # the first CPU's block has ended
+                break
+        if "model name" in fields:
+            ids = [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
+            return fields["model name"] + (f" ({', '.join(ids)})" if ids else "")
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
