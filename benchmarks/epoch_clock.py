@@ -54,22 +54,42 @@ def _rank_threads() -> list[Path]:
     return files
 
 
-def run_delay_s(files: list[Path]) -> float:
-    """Seconds these threads have spent runnable but waiting for a core (Linux schedstat's second
-    field): the time something else on this machine took from training."""
+def _schedstat_s(files: list[Path], field: int) -> float:
     total = 0
     for f in files:
         try:
-            total += int(f.read_text().split()[1])
+            total += int(f.read_text().split()[field])
         except (OSError, IndexError, ValueError):  # a thread that has ended
             pass
     return total / 1e9
 
 
+def run_delay_s(files: list[Path]) -> float:
+    """Seconds these threads have spent runnable but waiting for a core (Linux schedstat's second
+    field): the time something else on this machine took from training."""
+    return _schedstat_s(files, 1)
+
+
+def on_cpu_s(files: list[Path]) -> float:
+    """Seconds these threads have run (schedstat's first field)."""
+    return _schedstat_s(files, 0)
+
+
+def _cpu_s(*columns: int) -> float:
+    """Seconds of all CPUs in these columns of /proc/stat's first line (1 user, 2 nice, 3 system,
+    4 idle, 5 iowait, 6 irq, 7 softirq, 8 steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return sum(int(fields[c]) for c in columns) / os.sysconf("SC_CLK_TCK")
+
+
 def steal_s() -> float:
     """Seconds the hypervisor gave this VM's CPUs to others (all CPUs; /proc/stat's steal)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return _cpu_s(8)
+
+
+def busy_s() -> tuple[float, float]:
+    """(seconds all CPUs ran anything, of which in the kernel: system, irq and softirq)."""
+    return _cpu_s(1, 2, 3, 6, 7), _cpu_s(3, 6, 7)
 
 
 class Blocks(Stamps):
@@ -82,6 +102,8 @@ class Blocks(Stamps):
         self.skip, self.block = skip, block
         self.delays: list[float] = []  # the ranks' run-queue delay, at each stamp
         self.steals: list[float] = []
+        self.ran: list[float] = []  # the ranks' time on a core
+        self.busy: list[tuple[float, float]] = []  # all CPUs' busy time, and its kernel part
         self._files: list[Path] | None = None
 
     def _sample(self) -> None:
@@ -89,6 +111,8 @@ class Blocks(Stamps):
             self._files = _rank_threads()
         self.delays.append(run_delay_s(self._files))
         self.steals.append(steal_s())
+        self.ran.append(on_cpu_s(self._files))
+        self.busy.append(busy_s())
 
     def tracks(self, epoch: int) -> bool:
         return epoch <= self.skip or ((epoch - self.skip - 1) // self.block) % 2 == 1
@@ -96,7 +120,7 @@ class Blocks(Stamps):
     def on_checkpoint(self, state):
         super().on_checkpoint(state)
         if state.epoch == self.skip:
-            self.delays, self.steals = [], []
+            self.delays, self.steals, self.ran, self.busy = [], [], [], []
         if state.epoch >= self.skip:
             self._sample()
 
@@ -125,6 +149,12 @@ class Blocks(Stamps):
             i = [e - self.skip for e in epochs]  # delays[k] was sampled at the end of epoch skip + k
             out[f"{label}_wait"] = sum(self.delays[k] - self.delays[k - 1] for k in i) / wall
             out[f"{label}_steal"] = sum(self.steals[k] - self.steals[k - 1] for k in i) / wall
+            # what ran beside the ranks (all CPUs, so 2 cores busy all along is 200%), and its
+            # kernel part (which includes the ranks' own system calls)
+            busy = sum(self.busy[k][0] - self.busy[k - 1][0] for k in i)
+            ran = sum(self.ran[k] - self.ran[k - 1] for k in i)
+            out[f"{label}_other"] = (busy - ran) / wall
+            out[f"{label}_kernel"] = sum(self.busy[k][1] - self.busy[k - 1][1] for k in i) / wall
         return out
 
 

@@ -138,6 +138,10 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
               f"{100 * (waited['tracked_wait'] - waited['untracked_wait']):+.1f}%, is what tracking took "
               f"from the ranks); VM steal {100 * waited['tracked_steal']:.1f}% / "
               f"{100 * waited['untracked_steal']:.1f}%", flush=True)
+        print(f"{'':29}CPU time beside the ranks: {100 * waited['tracked_other']:.1f}% of tracked "
+              f"epochs, {100 * waited['untracked_other']:.1f}% of untracked; kernel time (the ranks' "
+              f"system calls included) {100 * waited['tracked_kernel']:.1f}% / "
+              f"{100 * waited['untracked_kernel']:.1f}%", flush=True)
     from tracker.training.config import TrackerConfig
 
     bound = TrackerConfig(upload_queue=args.upload_queue).upload_bound()
