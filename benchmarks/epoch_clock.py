@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 
 class Stamps:
@@ -54,42 +55,30 @@ def _rank_threads() -> list[Path]:
     return files
 
 
-def _schedstat_s(files: list[Path], field: int) -> float:
-    total = 0
+class Sample(NamedTuple):
+    """Cumulative seconds at one stamp: of the training threads (Linux schedstat), and of all
+    CPUs (/proc/stat's first line)."""
+    waited: float  # the training threads runnable but waiting for a core: what others took
+    ran: float  # the training threads on a core
+    busy: float  # all CPUs running anything: user, nice, system, irq, softirq
+    kernel: float  # of which in the kernel: system, irq, softirq
+    steal: float  # all CPUs given by the hypervisor to other VMs
+
+
+def sample(files: list[Path]) -> Sample:
+    """One read of each training thread's schedstat and of /proc/stat."""
+    ran = waited = 0
     for f in files:
         try:
-            total += int(f.read_text().split()[field])
+            fields = f.read_text().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
         except (OSError, IndexError, ValueError):  # a thread that has ended
             pass
-    return total / 1e9
-
-
-def run_delay_s(files: list[Path]) -> float:
-    """Seconds these threads have spent runnable but waiting for a core (Linux schedstat's second
-    field): the time something else on this machine took from training."""
-    return _schedstat_s(files, 1)
-
-
-def on_cpu_s(files: list[Path]) -> float:
-    """Seconds these threads have run (schedstat's first field)."""
-    return _schedstat_s(files, 0)
-
-
-def _cpu_s(*columns: int) -> float:
-    """Seconds of all CPUs in these columns of /proc/stat's first line (1 user, 2 nice, 3 system,
-    4 idle, 5 iowait, 6 irq, 7 softirq, 8 steal)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return sum(int(fields[c]) for c in columns) / os.sysconf("SC_CLK_TCK")
-
-
-def steal_s() -> float:
-    """Seconds the hypervisor gave this VM's CPUs to others (all CPUs; /proc/stat's steal)."""
-    return _cpu_s(8)
-
-
-def busy_s() -> tuple[float, float]:
-    """(seconds all CPUs ran anything, of which in the kernel: system, irq and softirq)."""
-    return _cpu_s(1, 2, 3, 6, 7), _cpu_s(3, 6, 7)
+    cpu = [int(x) / os.sysconf("SC_CLK_TCK")
+           for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = cpu
+    return Sample(waited / 1e9, ran / 1e9, user + nice + system + irq + softirq,
+                  system + irq + softirq, steal)
 
 
 class Blocks(Stamps):
@@ -100,19 +89,13 @@ class Blocks(Stamps):
     def __init__(self, inner, skip: int, block: int):
         super().__init__(inner)
         self.skip, self.block = skip, block
-        self.delays: list[float] = []  # the ranks' run-queue delay, at each stamp
-        self.steals: list[float] = []
-        self.ran: list[float] = []  # the ranks' time on a core
-        self.busy: list[tuple[float, float]] = []  # all CPUs' busy time, and its kernel part
+        self.samples: list[Sample] = []  # at the end of epoch skip, skip + 1, ...
         self._files: list[Path] | None = None
 
     def _sample(self) -> None:
         if self._files is None:
             self._files = _rank_threads()
-        self.delays.append(run_delay_s(self._files))
-        self.steals.append(steal_s())
-        self.ran.append(on_cpu_s(self._files))
-        self.busy.append(busy_s())
+        self.samples.append(sample(self._files))
 
     def tracks(self, epoch: int) -> bool:
         return epoch <= self.skip or ((epoch - self.skip - 1) // self.block) % 2 == 1
@@ -120,7 +103,7 @@ class Blocks(Stamps):
     def on_checkpoint(self, state):
         super().on_checkpoint(state)
         if state.epoch == self.skip:
-            self.delays, self.steals, self.ran, self.busy = [], [], [], []
+            self.samples = []
         if state.epoch >= self.skip:
             self._sample()
 
@@ -140,21 +123,21 @@ class Blocks(Stamps):
     def waited(self) -> dict[str, float]:
         """Of the timed epochs' wall time: the share the ranks waited for a core (summed over
         ranks, so 2 ranks waiting all along is 200%) and the VM's steal, tracked and untracked."""
-        walls = self.walls
+        walls, samples = self.walls, self.samples
         out = {}
         for label, on in (("tracked", True), ("untracked", False)):
-            epochs = [e for e in range(self.skip + 1, len(self.delays) + self.skip)
+            epochs = [e for e in range(self.skip + 1, len(samples) + self.skip)
                       if self._timed(e) and self.tracks(e) == on]
             wall = sum(walls[e - 1] for e in epochs)
-            i = [e - self.skip for e in epochs]  # delays[k] was sampled at the end of epoch skip + k
-            out[f"{label}_wait"] = sum(self.delays[k] - self.delays[k - 1] for k in i) / wall
-            out[f"{label}_steal"] = sum(self.steals[k] - self.steals[k - 1] for k in i) / wall
+            # samples[k] was taken at the end of epoch skip + k: each epoch's share, summed
+            spent = Sample(*(sum(samples[e - self.skip][f] - samples[e - self.skip - 1][f]
+                                 for e in epochs) / wall for f in range(len(Sample._fields))))
+            out[f"{label}_wait"] = spent.waited
+            out[f"{label}_steal"] = spent.steal
             # what ran beside the ranks (all CPUs, so 2 cores busy all along is 200%), and its
             # kernel part (which includes the ranks' own system calls)
-            busy = sum(self.busy[k][0] - self.busy[k - 1][0] for k in i)
-            ran = sum(self.ran[k] - self.ran[k - 1] for k in i)
-            out[f"{label}_other"] = (busy - ran) / wall
-            out[f"{label}_kernel"] = sum(self.busy[k][1] - self.busy[k - 1][1] for k in i) / wall
+            out[f"{label}_other"] = spent.busy - spent.ran
+            out[f"{label}_kernel"] = spent.kernel
         return out
 
 

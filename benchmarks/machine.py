@@ -12,10 +12,10 @@ def cpu_model() -> str:
     try:
         fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-            if not key.strip():  # the first CPU's block has ended
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if not key:  # the first CPU's block has ended
                 break
+            fields.setdefault(key, value)
         if "model name" in fields:
             ids = [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
             return fields["model name"] + (f" ({', '.join(ids)})" if ids else "")
