@@ -80,3 +80,34 @@ def test_what_we_save_loads_with_weights_only(tmp_path):
     save_atomic({"embeddings": torch.rand(3, 2), "names": ["a", "b", "c"], "config": {"dim": 2},
                  "rng": {"torch": torch.get_rng_state()}}, path)
     assert load(path)["config"] == {"dim": 2}
+
+
+def test_a_file_left_as_written_is_proven_ours_unread_any_change_is_hashed(tmp_path, monkeypatch):
+    from tracker.checkpoints import files
+
+    path = tmp_path / "m_epoch0001.pth"
+    size = save_atomic({"x": torch.arange(1000)}, path)
+    sha, written = files.sha256_of(path), files.Written.at(path)
+    real_sha = files.sha256_of
+    reads = []
+    monkeypatch.setattr(files, "sha256_of", lambda p: reads.append(p) or real_sha(p))
+
+    assert files.not_the_recorded(path, size, sha, written=written) is None
+    assert reads == []  # unchanged since it was written: no read
+    assert files.not_the_recorded(path, size, sha) is None and len(reads) == 1  # no memo: hashed
+
+    # Same size, same bytes count and mtime put back: only ctime tells, and it sends it to the hash.
+    st = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    why = files.not_the_recorded(path, size, sha, written=written)
+    assert why == "its sha256 differs from the manifest's"
+    assert len(reads) == 2
+
+    # Another file renamed onto the name (same bytes, even): a new inode, hashed again.
+    twin = tmp_path / "twin"
+    twin.write_bytes(bytes(data))
+    os.replace(twin, path)
+    assert files.not_the_recorded(path, size, sha, written=written) is not None and len(reads) == 3

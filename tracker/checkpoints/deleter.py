@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracker import faults
-from tracker.checkpoints.files import not_the_recorded
+from tracker.checkpoints.files import Written, not_the_recorded
 from tracker.checkpoints.inventory import Item
 from tracker.checkpoints.manifest import Manifest
 from tracker.checkpoints.models import CheckpointModels
@@ -50,6 +50,8 @@ class Deleter:
     def __init__(self, *, store: TrackedCheckpoints | None, folder: Path | None,
                  manifest: Manifest | None, models: CheckpointModels | None = None):
         self.store, self.folder, self.manifest, self.models = store, folder, manifest, models
+        # {file name: Written}: files this process wrote and hashed (the trainer's checkpoints)
+        self.written: dict[str, Written] = {}
 
     def plan_only(self, item: Item, reason: str) -> Deletion:
         return Deletion(item, reason, "would delete", "would delete" if item.tracked else "absent",
@@ -130,10 +132,12 @@ class Deleter:
     def _delete_local(self, item: Item) -> str:
         path = self.folder / item.name
         try:
-            why = not_the_recorded(path, item.size, item.sha256)
+            why = not_the_recorded(path, item.size, item.sha256, written=self.written.get(item.name))
         except FileNotFoundError:
+            self.written.pop(item.name, None)
             return "absent"
         if why is not None:
             return f"not ours: {why}; kept"
         os.unlink(path)
+        self.written.pop(item.name, None)
         return "deleted"

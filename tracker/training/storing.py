@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.entities import RunTag
 
 from tracker import faults, layout
-from tracker.checkpoints.files import not_the_recorded, save_atomic, sha256_of
+from tracker.checkpoints.files import Written, not_the_recorded, save_atomic, sha256_of
 from tracker.checkpoints.lifecycle import retained_tags
 from tracker.checkpoints.manifest import Entry
 from tracker.checkpoints.models import linked
@@ -65,6 +65,8 @@ class StoringPass:
                                 "deleted. Free space (or fix the folder), then resume with: "
                                 f"python cli.py train --resume {self.run_id}") from None
         self.written_bytes += size
+        # Hashed before the rename; as the rename left it, retention proves it ours unread.
+        self.ctx.checkpoints.deleter.written[name] = Written.at(path)
         listing = self._upload(path)
         faults.point("upload")
         manifest.set_state(epoch, "stored")
