@@ -20,6 +20,7 @@ def draw_disk(emb: torch.Tensor, graph: Graph, manifold: str, path: Path, *, tit
 
     matplotlib.use("Agg")  # no screen on our machines
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     xy = manifolds.to_ball(manifold, emb.detach()).numpy()[:, :2]  # (N, 2)
     if manifold == "euclidean":
@@ -29,8 +30,8 @@ def draw_disk(emb: torch.Tensor, graph: Graph, manifold: str, path: Path, *, tit
     # edges of the transitive reduction would be nicer; a sample of closure edges shows structure
     rng = np.random.default_rng(0)
     shown = graph.edges[rng.choice(graph.num_edges, size=min(1500, graph.num_edges), replace=False)]
-    for u, v in shown:
-        ax.plot(xy[[u, v], 0], xy[[u, v], 1], color="0.85", lw=0.3, zorder=1)
+    # one artist for all edges: 1,500 ax.plot lines took ~1.5 s, most of a short run's plot
+    ax.add_collection(LineCollection(xy[shown], colors="0.85", linewidths=0.3, zorder=1))  # (E, 2, 2)
     in_degree = np.bincount(graph.edges[:, 1], minlength=graph.num_nodes)
     ax.scatter(xy[:, 0], xy[:, 1], s=4, c=np.log1p(in_degree), cmap="viridis", zorder=2)
     for i in np.argsort(-in_degree)[:LABELS]:
