@@ -181,3 +181,34 @@ def test_a_model_left_pending_by_a_kill_is_made_again_with_its_epochs_metrics(sq
     assert {"loss", "map", "mean_rank"} <= set(linked)
     history = {m.step: m.value for m in client.get_metric_history(run_dir.name, "map")}
     assert linked["map"] == history[3]
+
+
+def test_earlier_bests_are_unmarked_once_at_the_end_not_each_time_the_best_moves(sqlite_tracking, tmp_path,
+                                                                              monkeypatch):
+    """A new best costs no request while training (its model is created marked); the run's end
+    leaves the mark on the best's model alone; a resume clears what a kill left marked."""
+    uri = sqlite_tracking.tracking_uri
+    calls = []
+    real = MlflowClient.set_logged_model_tags
+    monkeypatch.setattr(MlflowClient, "set_logged_model_tags",
+                        lambda self, model_id, tags: calls.append(tags) or real(self, model_id, tags))
+    # monitor loss: a new best nearly every epoch; keep 4, so several earlier bests are still listed
+    run_id = _train(uri, tmp_path, "--epochs", "8", "--keep-checkpoints", "4", "--monitor", "loss",
+                    "--mode", "min")
+    client = MlflowClient(uri)
+    models = _models(client, run_id)
+    best = int(client.get_run(run_id).data.tags[layout.TAG_BEST_EPOCH])
+    assert {e for e, m in models.items() if m.tags[ckmodels.BEST_TAG] == "true"} == {best}
+    unmarked = [e for e, m in models.items() if m.tags[ckmodels.BEST_TAG] == "false"
+                and "Was the best checkpoint" in m.tags.get(ckmodels.NOTE_TAG, "")]
+    assert unmarked and len(calls) == len(unmarked) <= 4  # only those still listed at the end, once
+
+    # A kill leaves earlier bests marked (as while training): the resume's sync clears them.
+    for e in unmarked:
+        client.set_logged_model_tags(models[e].model_id, {ckmodels.BEST_TAG: "true"})
+    r = invoke("train", "--resume", run_id, "--tracking-uri", uri, "--quiet", "--epochs", "9")
+    assert r.exit_code == 0, r.output
+    assert f"Checkpoint models: unmarked {len(unmarked)} earlier best(s)" in r.output
+    best = int(client.get_run(run_id).data.tags[layout.TAG_BEST_EPOCH])
+    marked = {e for e, m in _models(client, run_id).items() if m.tags[ckmodels.BEST_TAG] == "true"}
+    assert marked == {best}

@@ -10,6 +10,11 @@ artifacts are two small files that let `mlflow models serve -m models:/<id>` loa
 checkpoint (create with its tags, its files, finalize, outputs); the epoch's metrics are linked
 to it in the request that logs them anyway; the run's code zip costs one more, once per process.
 
+The best mark: a checkpoint that is early stopping's best when saved is created marked (free, in
+the create request). Earlier bests are unmarked when the run ends or resumes (``clear_stale_best``),
+not each time the best moves: most of them are deleted by retention first, and an unmark per new
+best was 4 ms of SQLite or 20 ms of an MLflow server's and the client's CPU, beside the ranks.
+
 Lifecycle of a model (on the uploader's thread, never the training thread): created PENDING once
 its checkpoint's bytes are durable and before they are renamed into place (``begin``), READY
 once the checkpoint is confirmed stored (``complete``), deleted with it. A kill in between
@@ -39,7 +44,8 @@ SHA_TAG = "hype.sha256"
 BEST_TAG = "hype.best"  # "true" on the run's best checkpoint (early stopping's best), else "false"
 # MLflow 3.17's UI shows no model tags, but it shows a model's description (this tag) on its page.
 NOTE_TAG = "mlflow.note.content"
-BEST_NOTE = "**Best checkpoint** of its run (early stopping's best so far)."
+# While the run trains, an earlier best keeps this note until the run ends (clear_stale_best).
+BEST_NOTE = "**Best checkpoint** of its run (early stopping's best when it was saved)."
 
 
 def artifact_uri(run_id: str, name: str) -> str:
@@ -68,6 +74,7 @@ class CheckpointModels:
     experiment_id: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     _known: dict[int, tuple[str, str]] | None = field(default=None, repr=False)  # epoch -> (id, status)
+    _marked: set[int] = field(default_factory=set, repr=False)  # epochs whose model says best "true"
     _code_stored: bool = field(default=False, repr=False)  # the run's hype_code.zip, once per process
 
     def _call(self, what: str, fn):
@@ -83,9 +90,12 @@ class CheckpointModels:
                         f"source_run_id = '{self.run_id}' AND tags.`{KIND_TAG}` = '{KIND}'")))
                 for m in page:
                     try:
-                        found[int(m.tags.get(EPOCH_TAG, ""))] = (m.model_id, str(m.status))
+                        epoch = int(m.tags.get(EPOCH_TAG, ""))
                     except ValueError:
                         continue  # an edited tag: not ours to judge, never deleted by epoch
+                    found[epoch] = (m.model_id, str(m.status))
+                    if m.tags.get(BEST_TAG) == "true":
+                        self._marked.add(epoch)
                 token = page.token
                 if not token:
                     break
@@ -117,6 +127,8 @@ class CheckpointModels:
             self.experiment_id, name=model_name(name), source_run_id=self.run_id, model_type="checkpoint",
             tags=tags))
         self.by_epoch()[epoch] = (m.model_id, "PENDING")
+        if best:
+            self._marked.add(epoch)
         return m
 
     def complete(self, model, name: str, epoch: int) -> None:
@@ -145,29 +157,37 @@ class CheckpointModels:
             repo = get_artifact_repository(model.artifact_location, tracking_uri=self.client.tracking_uri)
             self._call(f"store the model files of {name}", lambda: repo.log_artifacts(str(files)))
 
-    def mark_best(self, epoch: int | None, previous: int | None) -> None:
-        """Move the best mark (the new best's own model is marked by ``log``)."""
+    def clear_stale_best(self, best: int | None) -> int:
+        """Unmark the models of earlier bests still listed (the run ends or resumes, and ``best``
+        is its best epoch now): one request each, at most the retained count. Returns how many."""
         known = self.by_epoch()
-        if previous is not None and previous != epoch and previous in known:
-            self._call("unmark the previous best", lambda: self.client.set_logged_model_tags(
-                known[previous][0], {BEST_TAG: "false",
-                                     NOTE_TAG: f"Was the best checkpoint until epoch {epoch}."}))
+        stale = sorted(e for e in self._marked if e != best and e in known)
+        for epoch in stale:
+            until = f"until epoch {best}" if best is not None else "before"
+            self._call("unmark an earlier best", lambda e=epoch, u=until: self.client.set_logged_model_tags(
+                known[e][0], {BEST_TAG: "false", NOTE_TAG: f"Was the best checkpoint of its run {u}."}))
+            self._marked.discard(epoch)
+        return len(stale)
 
     def delete(self, epoch: int) -> bool:
         """Delete the model of ``epoch`` (hidden from the UI from then on); False if there is none."""
         entry = self.by_epoch().pop(epoch, None)
         if entry is None:
             return False
+        marked = epoch in self._marked
+        self._marked.discard(epoch)
         try:
             self._call("delete a checkpoint model", lambda: self.client.delete_logged_model(entry[0]))
         except StorePermissionError as e:
             self.by_epoch()[epoch] = entry
+            self._marked.update({epoch} if marked else ())
             # Basic auth lets EDIT create models but gates deleting them on MANAGE, as for artifacts.
             raise StorePermissionError(f"{e}; deleting checkpoint models (and artifacts) through an MLflow "
                                        "server with authentication needs MANAGE permission on the "
                                        "experiment", status=e.status) from None
         except StoreError:
             self.by_epoch()[epoch] = entry
+            self._marked.update({epoch} if marked else ())
             raise
         return True
 
@@ -187,4 +207,6 @@ class CheckpointModels:
             self.log(name, epoch, size=size, sha256=sha, best=epoch == best,  # a PENDING one is replaced
                      metrics=metrics_at(epoch) if metrics_at is not None else None)
             done.append(f"{'replaced the unfinished' if status else 'created the'} model of {name}")
+        if cleared := self.clear_stale_best(best):
+            done.append(f"unmarked {cleared} earlier best(s)")
         return done

@@ -92,7 +92,6 @@ class TrackedTraining(RetentionPass, StoringPass):
         self.uploads = CheckpointQueue(bound, say=say, max_lag_s=ctx.tconfig.max_lag_s,
                                        yield_cores=ctx.tconfig.uploader_yields(ctx.config.workers),
                                        ) if bound else None
-        self.marked_best = progress.stop_state.best_epoch  # whose checkpoint model says "best"
         self.epoch_metrics: list[Metric] = []  # the last epoch's, handed to its checkpoint's job
         self.stop_reason: str | None = None  # the last epoch's early-stopping decision
 

@@ -42,6 +42,8 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     client, run_id, tconfig = tracked.client, tracked.run_id, tracked.tconfig
     tracked.drain()  # every queued checkpoint stored and retained before the final model
     tracked.confirm_pending_deletes()
+    if tracked.ctx.checkpoints.models is not None:  # one best mark left, on the best's model
+        tracked._store(tracked.ctx.checkpoints.models.clear_stale_best, tracked.stop_state.best_epoch)
     best_epoch = tracked.stop_state.best_epoch if tracked.best_emb is not None else None
     emb = tracked.best_emb if tracked.best_emb is not None else state.emb
     epoch = best_epoch if best_epoch is not None else state.epoch

@@ -1,7 +1,7 @@
 """One epoch's checkpoint job, on the uploader's thread (or the training thread without one), in
 epoch order: write the bytes (temp file, fsync) -> the checkpoint's model, PENDING -> the epoch's
 metrics (linked to it) and the run's changed tags, one request -> the manifest's row -> rename ->
-upload -> confirm -> model READY (and the best mark moved) -> retention. Mixed into
+upload -> confirm -> model READY -> retention. (Earlier bests' marks are cleared at the end.) Mixed into
 TrackedTraining, as tracker.training.retain is."""
 
 from __future__ import annotations
@@ -109,11 +109,6 @@ class StoringPass:
         if models is None or model is None:
             return
         self._store(models.complete, model, name, epoch)
-        best = snap.stop_state.best_epoch
-        if best != self.marked_best:  # a new best: this one, or a replaced one (no model)
-            if self.marked_best is not None:
-                self._store(models.mark_best, best, self.marked_best)
-            self.marked_best = best if best == epoch else None
 
     def _check_in_the_way(self, path: Path, epoch: int) -> None:
         """A file already at the next checkpoint's name is replaced only when it is this run's own
