@@ -111,3 +111,15 @@ def test_a_file_left_as_written_is_proven_ours_unread_any_change_is_hashed(tmp_p
     twin.write_bytes(bytes(data))
     os.replace(twin, path)
     assert files.not_the_recorded(path, size, sha, written=written) is not None and len(reads) == 3
+
+
+def test_saves_skip_the_zip_crc_that_torch_load_never_checks_and_leave_torch_as_it_was(tmp_path):
+    import zipfile
+
+    path = tmp_path / "m_epoch0001.pth"
+    save_atomic({"embeddings": torch.ones(300, 4, dtype=torch.float64), "names": ["a"]}, path)
+    assert torch.serialization.get_crc32_options() is True  # other torch.save callers keep theirs
+    with zipfile.ZipFile(path) as z:
+        data = [i for i in z.infolist() if i.filename.split("/")[-1].isdigit()]
+        assert data and all(i.CRC == 0 for i in data)
+    assert torch.equal(load(path)["embeddings"], torch.ones(300, 4, dtype=torch.float64))

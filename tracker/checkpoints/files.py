@@ -36,7 +36,7 @@ def save_atomic(obj: dict, path: Path, *, before_replace=None) -> int:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            _save_without_crc32(obj, f)
             f.flush()
             os.fsync(f.fileno())
         faults.point("save")
@@ -48,6 +48,18 @@ def save_atomic(obj: dict, path: Path, *, before_replace=None) -> int:
         raise
     _fsync_dir(path.parent)
     return path.stat().st_size
+
+
+def _save_without_crc32(obj: dict, f) -> None:
+    """torch.save without the zip records' CRC-32: torch.load never checks it (a flipped byte
+    loads), and the run's records hold each file's SHA-256, which resume and retention check.
+    It was 3 of the 5.3 ms a 7.5 MB noun checkpoint took to save, on the uploader's thread."""
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save(obj, f)
+    finally:
+        torch.serialization.set_crc32_options(before)
 
 
 def _fsync_dir(directory: Path) -> None:
