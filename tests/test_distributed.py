@@ -87,16 +87,31 @@ def _segments() -> set[str]:
     return {p.name for p in Path("/dev/shm").glob("hype-*")}
 
 
-def test_two_workers_train_as_well_as_one_and_only_rank_0_tracks(tmp_path):
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    """The one-worker reference, 60 epochs of FAST on the mammals, trained once for the tests
+    that compare with it (a run is reproducible for a seed and a number of workers).
+    Returns (its folder, client, run)."""
+    tmp = tmp_path_factory.mktemp("one-worker")
+    proc = _train(tmp, "--epochs", "60", *FAST)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    return (tmp, *_only_run(tmp))
+
+
+def test_two_workers_train_as_well_as_one_and_only_rank_0_tracks(tmp_path, one_worker):
     before = _segments()
     maps = {}
     for workers in (1, 2):
-        tmp = tmp_path / f"w{workers}"
-        tmp.mkdir()
-        proc = _train(tmp, "--epochs", "60", "--workers", str(workers), *FAST)
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out
-        client, run = _only_run(tmp)
+        if workers == 1:
+            tmp, client, run = one_worker
+        else:
+            tmp = tmp_path / f"w{workers}"
+            tmp.mkdir()
+            proc = _train(tmp, "--epochs", "60", "--workers", str(workers), *FAST)
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out
+            client, run = _only_run(tmp)
         assert run.data.params["workers"] == str(workers)
         assert client.get_run(run.info.run_id).info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 61))
@@ -156,15 +171,7 @@ def test_kill_9_of_rank_0_takes_the_other_ranks_down(tmp_path):
     assert segments and not (segments & _segments())
 
 
-def _one_worker_map(tmp: Path, epochs: int) -> float:
-    tmp.mkdir()
-    proc = _train(tmp, "--epochs", str(epochs), *FAST)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    return _final_map(*_only_run(tmp))
-
-
-def test_torchrun_starts_the_ranks_and_only_rank_0_tracks(tmp_path):
+def test_torchrun_starts_the_ranks_and_only_rank_0_tracks(tmp_path, one_worker):
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2"]
     tmp = tmp_path / "torchrun"
     tmp.mkdir()
@@ -176,10 +183,10 @@ def test_torchrun_starts_the_ranks_and_only_rank_0_tracks(tmp_path):
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert len(list((tmp / "ckpt").glob("*/mammal_epoch*.pth"))) == 20  # rank 0's, retained
     # one node: the ranks share the embedding, as with --workers 2
-    assert _final_map(client, run) >= _one_worker_map(tmp_path / "one", 60) - 0.03
+    assert _final_map(client, run) >= _final_map(*one_worker[1:]) - 0.03
 
 
-def test_two_torchrun_nodes_keep_a_copy_each_and_merge_their_updates(tmp_path):
+def test_two_torchrun_nodes_keep_a_copy_each_and_merge_their_updates(tmp_path, one_worker):
     """Two torchrun agents on this machine, one rank each: nodes never share memory (their
     host id includes the node rank), so this is the multi-machine path for real."""
     port = free_port()
@@ -199,7 +206,7 @@ def test_two_torchrun_nodes_keep_a_copy_each_and_merge_their_updates(tmp_path):
     client, run = _only_run(tmp_path / "node0")
     assert run.data.params["workers"] == "2"
     assert not (tmp_path / "node1" / "mlflow.db").exists() and not (tmp_path / "node1" / "ckpt").exists()
-    assert _final_map(client, run) >= _one_worker_map(tmp_path / "one", 60) - 0.05
+    assert _final_map(client, run) >= _final_map(*one_worker[1:]) - 0.05
 
 
 def test_torchrun_world_size_and_workers_must_agree(tmp_path):
