@@ -136,7 +136,9 @@ class Written:
     since. Any write, truncation, rename onto it, chmod or utime moves its ctime, which no user
     can set, so a file that still shows all five is the bytes that were hashed (git's index skips
     rehashing on the same test). Lets the trainer's retention prove an old checkpoint is its own
-    without reading it again (7.5 MB of SHA-256 per noun epoch, ~5 ms)."""
+    without reading it again (7.5 MB of SHA-256 per noun epoch, ~5 ms). Where the kernel keeps
+    coarse timestamps, a write in the same tick as the stat could go unseen; what passes is then
+    still the inode this process created at the run's own name, never another run's file."""
 
     dev: int
     ino: int
