@@ -162,8 +162,8 @@ class CheckpointModels:
         is its best epoch now): one request each, at most the retained count. Returns how many."""
         known = self.by_epoch()
         stale = sorted(e for e in self._marked if e != best and e in known)
+        until = f"until epoch {best}" if best is not None else "before"
         for epoch in stale:
-            until = f"until epoch {best}" if best is not None else "before"
             self._call("unmark an earlier best", lambda e=epoch, u=until: self.client.set_logged_model_tags(
                 known[e][0], {BEST_TAG: "false", NOTE_TAG: f"Was the best checkpoint of its run {u}."}))
             self._marked.discard(epoch)
@@ -174,21 +174,18 @@ class CheckpointModels:
         entry = self.by_epoch().pop(epoch, None)
         if entry is None:
             return False
-        marked = epoch in self._marked
-        self._marked.discard(epoch)
         try:
             self._call("delete a checkpoint model", lambda: self.client.delete_logged_model(entry[0]))
         except StorePermissionError as e:
             self.by_epoch()[epoch] = entry
-            self._marked.update({epoch} if marked else ())
             # Basic auth lets EDIT create models but gates deleting them on MANAGE, as for artifacts.
             raise StorePermissionError(f"{e}; deleting checkpoint models (and artifacts) through an MLflow "
                                        "server with authentication needs MANAGE permission on the "
                                        "experiment", status=e.status) from None
         except StoreError:
             self.by_epoch()[epoch] = entry
-            self._marked.update({epoch} if marked else ())
             raise
+        self._marked.discard(epoch)
         return True
 
     def sync(self, retained: dict[int, tuple[str, int, str | None]], best: int | None,

@@ -43,7 +43,8 @@ def finish(tracked: TrackedTraining, state: TrainState, stop_reason: str | None)
     tracked.drain()  # every queued checkpoint stored and retained before the final model
     tracked.confirm_pending_deletes()
     if tracked.ctx.checkpoints.models is not None:  # one best mark left, on the best's model
-        tracked._store(tracked.ctx.checkpoints.models.clear_stale_best, tracked.stop_state.best_epoch)
+        call_with_retry(tracked.ctx.checkpoints.models.clear_stale_best, tracked.stop_state.best_epoch,
+                        run_id=run_id, policy=None)  # it retries its own requests
     best_epoch = tracked.stop_state.best_epoch if tracked.best_emb is not None else None
     emb = tracked.best_emb if tracked.best_emb is not None else state.emb
     epoch = best_epoch if best_epoch is not None else state.epoch

@@ -70,7 +70,7 @@ class StoringPass:
         listing = self._upload(path)
         faults.point("upload")
         manifest.set_state(epoch, "stored")
-        self._complete_model(model, name, epoch, snap)
+        self._complete_model(model, name, epoch)
         if self.tconfig.keep is None and self.written_bytes == size:  # first save of this process
             projected = size * (self.config.epochs - epoch + len(self.progress.retained) + 1)
             say(f"WARNING: retention is disabled: keeping every checkpoint will take about "
@@ -104,7 +104,7 @@ class StoringPass:
         return self._store(models.begin, name, epoch, size=size, sha256=sha256,
                            best=snap.stop_state.best_epoch == epoch)
 
-    def _complete_model(self, model, name: str, epoch: int, snap: Snapshot) -> None:
+    def _complete_model(self, model, name: str, epoch: int) -> None:
         models = self.ctx.checkpoints.models
         if models is None or model is None:
             return
