@@ -2,7 +2,7 @@
 
 import math
 
-from benchmarks import first_run, mammals, throughput
+from benchmarks import first_run, mammals, scaling, throughput
 from benchmarks.mammals import Point, first_reaching
 
 
@@ -42,6 +42,15 @@ def test_throughput_smoke(capsys):
     assert [m.workers for m in results] == [1, 2]
     assert all(len(m.rates) == 2 and min(m.rates) > 0 for m in results)
     assert "speedup 1 -> 2 workers" in out and "peak RSS" in out
+
+
+def test_scaling_probes_smoke(capsys):
+    """Each probe's 1- and 2-process times give a ratio; the trainer part is throughput's measure."""
+    out = scaling.main(["--synthetic-nodes", "300", "--scale", "0.002", "--repeats", "1", "--no-train"])
+    printed = capsys.readouterr().out
+    assert set(out) == {"alu", "stream", "rows private", "rows shared"}
+    assert all(0 < r < 10 for r in out.values())
+    assert printed.count("x of 2 (pairs") == 4 and "synthetic random_taxonomy(300" in printed
 
 
 def test_first_run_smoke(capsys):
