@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.epoch_clock import sample  # noqa: E402
 from benchmarks.machine import cpu_model  # noqa: E402
 
 DIM = 10  # the noun benchmarks' dimension
@@ -79,45 +80,58 @@ def _rows(table: np.ndarray, edges: np.ndarray, n: int, negs: int, seed: int) ->
     return table[0, 0]
 
 
-def _steal_ticks() -> int:
-    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8])
+def _steal() -> float:
+    return sample([]).steal  # all CPUs' steal seconds so far (epoch_clock reads /proc/stat)
 
 
-def _work(probe: str, size: float, seed: int, shared, edges) -> None:
+def _steal_share(steal0: float, wall: float) -> float:
+    return (_steal() - steal0) / (wall * os.cpu_count())
+
+
+def _data(probe: str, table: np.ndarray, private: bool):
+    """What a probe works on, made before it is timed (filling 256 MiB would be timed too)."""
+    if probe == "stream":
+        return np.ones(STREAM_MB * 2**20 // 8)
+    if probe == "rows":
+        return np.ones(table.shape) if private else table
+    return None
+
+
+def _work(probe: str, data, size: float, seed: int, edges) -> None:
     if probe == "alu":
         _alu(int(size))
     elif probe == "stream":
-        x = np.ones(STREAM_MB * 2**20 // 8)
-        _stream(x, max(1, int(size)))
+        _stream(data, max(1, int(size)))
     else:
-        table = shared if shared is not None else np.ones((int(edges.max()) + 1, DIM))
-        _rows(table, edges, int(size), NEGS, seed)
+        _rows(data, edges, int(size), NEGS, seed)
 
 
-def _child(probe, size, seed, shared, edges, start, done) -> None:
-    _work(probe, size / 100, seed, shared, edges)  # touch the pages and warm the caches first
+def _child(probe, size, seed, table, private, edges, start, done) -> None:
+    data = _data(probe, table, private)
+    _work(probe, data, size / 100, seed, edges)  # touch the pages and warm the caches first
     start.wait()
     t0 = time.perf_counter()
-    _work(probe, size, seed, shared, edges)
+    _work(probe, data, size, seed, edges)
     done.put(time.perf_counter() - t0)
 
 
-def timed(probe: str, size: float, procs: int, shared, edges) -> tuple[float, float]:
-    """(slowest process's seconds for `size` work each, steal as a share of the wall time)."""
+def timed(probe: str, size: float, procs: int, table: np.ndarray, private: bool,
+          edges: np.ndarray) -> tuple[float, float]:
+    """(slowest process's seconds for `size` work each, steal as a share of the wall time);
+    the rows probe works on `table` (shared by the processes) or, if private, on a copy each."""
     ctx = mp.get_context("fork")  # the compiled probes and the shared table carry over
     start, done = ctx.Barrier(procs + 1), ctx.Queue()
-    children = [ctx.Process(target=_child, args=(probe, size, i, shared, edges, start, done))
+    children = [ctx.Process(target=_child, args=(probe, size, i, table, private, edges, start, done))
                 for i in range(procs)]
     for c in children:
         c.start()
     start.wait()
-    steal0, t0 = _steal_ticks(), time.perf_counter()
+    steal0, t0 = _steal(), time.perf_counter()
     times = [done.get() for _ in children]
     wall = time.perf_counter() - t0
     for c in children:
         c.join()
-    steal = (_steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (wall * os.cpu_count())
-    return max(times), steal
+    return max(times), _steal_share(steal0, wall)
 
 
 def shared_table(rows: int) -> np.ndarray:
@@ -127,19 +141,19 @@ def shared_table(rows: int) -> np.ndarray:
     return table
 
 
-def probes(edges: np.ndarray, scale: float, repeats: int) -> dict[str, float]:
+def probes(edges: np.ndarray, nodes: int, scale: float, repeats: int) -> dict[str, float]:
     """2 x t(1) / t(2) of each probe, the median of `repeats` (1, 2) pairs: a VM's memory path is
     shared with other guests, and one pair can be off by a third."""
     # one call each, so that the compile is not timed
     _alu(10)
     _stream(np.ones(8), 1)
-    _rows(np.ones((int(edges.max()) + 1, DIM)), edges, 10, NEGS, 0)
+    table = shared_table(nodes)
+    _rows(table, edges, 10, NEGS, 0)
     sizes = {"alu": 4e8 * scale, "stream": 12 * scale, "rows": 6e5 * scale}
     out = {}
-    table = shared_table(int(edges.max()) + 1)
-    for name, probe, shared in (("alu", "alu", None), ("stream", "stream", None),
-                                ("rows private", "rows", None), ("rows shared", "rows", table)):
-        pairs = [tuple(timed(probe, sizes[probe], procs, shared, edges) for procs in (1, 2))
+    for name, probe, private in (("alu", "alu", True), ("stream", "stream", True),
+                                 ("rows private", "rows", True), ("rows shared", "rows", False)):
+        pairs = [tuple(timed(probe, sizes[probe], procs, table, private, edges) for procs in (1, 2))
                  for _ in range(repeats)]
         ratios = sorted(2 * one[0] / two[0] for one, two in pairs)
         steal = max(max(one[1], two[1]) for one, two in pairs)
@@ -155,10 +169,9 @@ def trainer(graph, epochs: int) -> tuple[float, float]:
 
     runs = {}
     for workers in (1, 2):
-        steal0, t0 = _steal_ticks(), time.perf_counter()
-        runs[workers] = measure(graph, dim=10, negs=50, workers=workers, epochs=epochs, seed=0)
-        steal = (_steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (
-            (time.perf_counter() - t0) * os.cpu_count())
+        steal0, t0 = _steal(), time.perf_counter()
+        runs[workers] = measure(graph, dim=DIM, negs=NEGS, workers=workers, epochs=epochs, seed=0)
+        steal = _steal_share(steal0, time.perf_counter() - t0)
         m = runs[workers]
         print(f"  trainer, {workers} worker(s): {m.median:,.0f} edge-updates/s (median of {epochs} "
               f"epochs), {m.cpu_rate:,.0f} per CPU second (steal {100 * steal:.1f}%)", flush=True)
@@ -183,7 +196,7 @@ def main(argv=None) -> dict:
 
     graph = load(args)  # the nouns if built, else a synthetic closure of their size
     print(f"{graph.path}: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges", flush=True)
-    out = probes(graph.edges.astype(np.int64), args.scale, args.repeats)
+    out = probes(graph.edges.astype(np.int64), graph.num_nodes, args.scale, args.repeats)
     if not args.no_train:
         out["trainer"], out["trainer per CPU second"] = trainer(graph, args.epochs)
     return out
