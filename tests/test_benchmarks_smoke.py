@@ -2,7 +2,7 @@
 
 import math
 
-from benchmarks import first_run, mammals, scaling, throughput
+from benchmarks import first_run, mammals, scaling, throughput, uploader_steps
 from benchmarks.mammals import Point, first_reaching
 
 
@@ -64,3 +64,18 @@ def test_first_run_smoke(capsys):
     assert first.compiles or first.loads  # the kernels came from numba, one way or the other
     assert "training s (compile included)" in out and "against the target of <= 15 s" in out
     assert "cli.py --help: median" in out and "CPU: " in out
+
+
+def test_uploader_steps_smoke(capsys):
+    """Three mammal checkpoints through the timed uploader: each step has its thread-CPU figure
+    and SQLite's statements are counted; the wrappers are gone afterwards."""
+    from tracker.training import storing
+
+    before = storing.StoringPass._store_checkpoint
+    mammals_csv = str(uploader_steps.ROOT / "data" / "mammal_closure.csv")
+    out = uploader_steps.main(["--dataset", mammals_csv, "--epochs", "3", "--workers", "1"])
+    printed = capsys.readouterr().out
+    assert storing.StoringPass._store_checkpoint is before
+    assert {"create_logged_model", "log_batch (metrics + tags)", "torch.save + its SHA-256"} <= set(out)
+    assert 0 < out["torch.save + its SHA-256"] < out["whole job"]
+    assert "uploader CPU per checkpoint (median of 2)" in printed and "SQL statements" in printed

@@ -123,3 +123,18 @@ def test_saves_skip_the_zip_crc_that_torch_load_never_checks_and_leave_torch_as_
         data = [i for i in z.infolist() if i.filename.split("/")[-1].isdigit()]
         assert data and all(i.CRC == 0 for i in data)
     assert torch.equal(load(path)["embeddings"], torch.ones(300, 4, dtype=torch.float64))
+
+
+def test_the_sha256_handed_over_before_the_rename_is_the_files(tmp_path):
+    """save_atomic hashes the bytes as torch.save writes them (no read-back): the digest the
+    manifest records must be the finished file's, a large tensor record included."""
+    from tracker.checkpoints import files
+
+    path, seen = tmp_path / "m_epoch0002.pth", []
+    obj = {"embeddings": torch.rand(40_000, 10, dtype=torch.float64), "names": ["a"] * 3}
+    save_atomic(obj, path, before_replace=lambda tmp, sha: seen.append((tmp.exists(), path.exists(), sha)))
+    assert len(seen) == 1
+    tmp_existed, final_existed, sha = seen[0]
+    assert tmp_existed and not final_existed  # called before the rename, on the durable temp file
+    assert sha == files.sha256_of(path)
+    assert torch.equal(files.load(path)["embeddings"], obj["embeddings"])

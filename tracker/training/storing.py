@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.entities import RunTag
 
 from tracker import faults, layout
-from tracker.checkpoints.files import Written, not_the_recorded, save_atomic, sha256_of
+from tracker.checkpoints.files import Written, not_the_recorded, save_atomic
 from tracker.checkpoints.lifecycle import retained_tags
 from tracker.checkpoints.manifest import Entry
 from tracker.checkpoints.models import linked
@@ -48,12 +48,12 @@ class StoringPass:
 
         model = None
 
-        def record(tmp: Path) -> None:
+        def record(tmp: Path, sha256: str) -> None:
             # The bytes are durable. Before the rename, so that no complete checkpoint exists that
             # the run's records do not name, nor one whose epoch's metrics the store lacks: the
             # model (PENDING), the epoch's metrics and tags, then the manifest's row.
             nonlocal model
-            size, sha256 = tmp.stat().st_size, sha256_of(tmp)
+            size = tmp.stat().st_size
             model = self._begin_model(name, epoch, size, sha256, snap)
             self._log_epoch(snap, model, carried)
             manifest.record(Entry(epoch, name, size, sha256, "written", value))
