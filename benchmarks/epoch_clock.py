@@ -81,14 +81,25 @@ def sample(files: list[Path]) -> Sample:
                   system + irq + softirq, steal)
 
 
-class Blocks(Stamps):
-    """Tracks only every other block of ``block`` epochs (after ``skip``, which are tracked: the
-    tracker's first checkpoints and deletions), so that tracked and untracked epochs of one run,
-    on the same ranks and memory, alternate every few seconds."""
+def shares(walls: list[float], samples: list[Sample], epochs: list[int], skip: int) -> dict[str, float]:
+    """Of ``epochs``' wall time (1-based; samples[k] taken at the end of epoch skip + k): the share
+    the ranks waited for a core (summed over ranks, so 2 ranks waiting all along is 200%), what ran
+    beside them (all CPUs less the ranks' own time on a core) and its kernel part (which includes
+    the ranks' own system calls), and the VM's steal."""
+    wall = sum(walls[e - 1] for e in epochs)
+    spent = Sample(*(sum(samples[e - skip][f] - samples[e - skip - 1][f] for e in epochs) / wall
+                     for f in range(len(Sample._fields))))
+    return {"wait": spent.waited, "steal": spent.steal, "other": spent.busy - spent.ran,
+            "kernel": spent.kernel}
 
-    def __init__(self, inner, skip: int, block: int):
+
+class Sampled(Stamps):
+    """Stamps that also sample the ranks' schedstat and /proc/stat at the end of each epoch from
+    ``skip`` on: a whole run's shares, to set one run against another (Blocks does it in one)."""
+
+    def __init__(self, inner=None, skip: int = 1):
         super().__init__(inner)
-        self.skip, self.block = skip, block
+        self.skip = skip
         self.samples: list[Sample] = []  # at the end of epoch skip, skip + 1, ...
         self._files: list[Path] | None = None
 
@@ -97,15 +108,30 @@ class Blocks(Stamps):
             self._files = _rank_threads()
         self.samples.append(sample(self._files))
 
-    def tracks(self, epoch: int) -> bool:
-        return epoch <= self.skip or ((epoch - self.skip - 1) // self.block) % 2 == 1
-
     def on_checkpoint(self, state):
         super().on_checkpoint(state)
         if state.epoch == self.skip:
             self.samples = []
         if state.epoch >= self.skip:
             self._sample()
+
+    def shares(self) -> dict[str, float]:
+        """Over the epochs after skip, the last (which evaluates) left out."""
+        epochs = list(range(self.skip + 1, len(self.samples) + self.skip - 1))
+        return shares(self.walls, self.samples, epochs, self.skip)
+
+
+class Blocks(Sampled):
+    """Tracks only every other block of ``block`` epochs (after ``skip``, which are tracked: the
+    tracker's first checkpoints and deletions), so that tracked and untracked epochs of one run,
+    on the same ranks and memory, alternate every few seconds."""
+
+    def __init__(self, inner, skip: int, block: int):
+        super().__init__(inner, skip)
+        self.block = block
+
+    def tracks(self, epoch: int) -> bool:
+        return epoch <= self.skip or ((epoch - self.skip - 1) // self.block) % 2 == 1
 
     def _timed(self, epoch: int) -> bool:
         return epoch > self.skip and (epoch - self.skip - 1) % self.block != 0
@@ -121,23 +147,14 @@ class Blocks(Stamps):
         return out
 
     def waited(self) -> dict[str, float]:
-        """Of the timed epochs' wall time: the share the ranks waited for a core (summed over
-        ranks, so 2 ranks waiting all along is 200%) and the VM's steal, tracked and untracked."""
-        walls, samples = self.walls, self.samples
+        """shares() of the timed tracked epochs and of the untracked ones, as tracked_wait,
+        untracked_wait, tracked_other, ..."""
         out = {}
         for label, on in (("tracked", True), ("untracked", False)):
-            epochs = [e for e in range(self.skip + 1, len(samples) + self.skip)
+            epochs = [e for e in range(self.skip + 1, len(self.samples) + self.skip)
                       if self._timed(e) and self.tracks(e) == on]
-            wall = sum(walls[e - 1] for e in epochs)
-            # samples[k] was taken at the end of epoch skip + k: each epoch's share, summed
-            spent = Sample(*(sum(samples[e - self.skip][f] - samples[e - self.skip - 1][f]
-                                 for e in epochs) / wall for f in range(len(Sample._fields))))
-            out[f"{label}_wait"] = spent.waited
-            out[f"{label}_steal"] = spent.steal
-            # what ran beside the ranks (all CPUs, so 2 cores busy all along is 200%), and its
-            # kernel part (which includes the ranks' own system calls)
-            out[f"{label}_other"] = spent.busy - spent.ran
-            out[f"{label}_kernel"] = spent.kernel
+            out.update({f"{label}_{k}": v for k, v in shares(self.walls, self.samples, epochs,
+                                                             self.skip).items()})
         return out
 
 

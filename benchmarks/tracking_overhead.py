@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks.epoch_clock import Blocks, Stamps  # noqa: E402
+from benchmarks.epoch_clock import Blocks, Sampled  # noqa: E402
 from benchmarks.machine import cpu_model  # noqa: E402
 
 TARGETS = {"SQLite (embedded)": 0.015, "mlflow server (proxied)": 0.03}
@@ -47,15 +47,16 @@ BIG_TARGET = 0.10  # a ~200 MB checkpoint per epoch, once an epoch is longer tha
 
 
 def untracked(graph, config, skip):
+    """(epoch walls, Sampled.shares) of a run with no callbacks but the clock."""
     from hype.train import train
 
-    s = Stamps()
+    s = Sampled(skip=skip)
     train(graph, config, callbacks=s, progress=False)
-    return s.epoch_walls(skip)
+    return s.epoch_walls(skip), s.shares()
 
 
 def run_tracked(graph, config, uri, workdir: Path, keep: int, upload_queue: int | None, name: str,
-                clock):
+                clock, options: dict | None = None):
     """One tracked run (monitor `loss`: the most tracking an epoch can do), its epochs timed by
     ``clock(tracker)``; its end waits for the queued checkpoints, as a run's end does.
     Returns (tracker, clock, bytes written before training ended, seconds the end waited)."""
@@ -68,7 +69,7 @@ def run_tracked(graph, config, uri, workdir: Path, keep: int, upload_queue: int 
     client = open_tracking_store(uri)
     tconfig = TrackerConfig(model_name=name, keep=keep, monitor="loss", patience=10**6,
                             checkpoint_root=workdir / "checkpoints", log_pyfunc=False,
-                            upload_queue=upload_queue, disk_margin=0)
+                            upload_queue=upload_queue, disk_margin=0, **(options or {}))
     tr, state = start_run(client, uri, graph, config, tconfig, experiment="tracking-overhead",
                           run_name=name)
     s = clock(tr)
@@ -82,9 +83,10 @@ def run_tracked(graph, config, uri, workdir: Path, keep: int, upload_queue: int 
     return tr, s, written_in_training, drain_s
 
 
-def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int | None):
+def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queue: int | None,
+            options: dict | None = None):
     tr, s, written_in_training, drain_s = run_tracked(graph, config, uri, workdir, keep, upload_queue,
-                                                      "bench", Stamps)
+                                                      "bench", lambda inner: Sampled(inner, skip), options)
     left = len(list(tr.local_dir.glob("bench_epoch*.pth")))  # newest `keep` + perhaps the best
     assert left <= keep + 1, f"retention left {left} local checkpoints"
     stored = len(s.train_s) - tr.replaced
@@ -100,7 +102,7 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queu
     walls = [w + drain_s / len(walls) for w in walls]
     train_s = sum(s.train_s[skip:-1])
     callback_s = sum(s.callback_s[skip:-1])
-    return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1)
+    return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1), s.shares(), drain_s
 
 
 def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int, dict[str, float]]:
@@ -109,19 +111,40 @@ def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int, di
     epochs = args.skip + 2 * args.blocks * args.block + 1
     config = replace(config, epochs=epochs, eval_every=epochs)
     tr, s, _, _ = run_tracked(graph, config, uri, workdir, args.keep, args.upload_queue, "blocks",
-                              lambda inner: Blocks(inner, args.skip, args.block))
+                              lambda inner: Blocks(inner, args.skip, args.block), options(args))
     on, off = s.split()
     return statistics.median(on) / statistics.median(off) - 1, tr.replaced, s.waited()
 
 
+def options(args) -> dict:
+    """TrackerConfig fields the flags change from what `cli.py train` uses."""
+    return {"upload_duty": None} if args.no_pace else {}
+
+
 def measure(label, graph, config, uri, workdir, args) -> dict:
-    plain, walls, shares = [], [], []
+    plain, walls, shares, runs = [], [], [], {"tracked": [], "untracked": []}
+    drains = []
     for _ in range(args.rounds):  # alternate, so that drifting load hits both alike
-        plain += untracked(graph, config, args.skip)
-        w, share, ckpt_bytes = tracked(graph, config, uri, workdir, args.keep, args.skip, args.upload_queue)
+        w, sh = untracked(graph, config, args.skip)
+        plain += w
+        runs["untracked"].append(sh)
+        w, share, ckpt_bytes, sh, drain_s = tracked(graph, config, uri, workdir, args.keep, args.skip,
+                                                    args.upload_queue, options(args))
         walls += w
         shares.append(share)
-    plain += untracked(graph, config, args.skip)
+        runs["tracked"].append(sh)
+        drains.append(drain_s)
+    w, sh = untracked(graph, config, args.skip)
+    plain += w
+    runs["untracked"].append(sh)
+    mean = {k: {f: statistics.mean(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
+    timed_wall = sum(walls) / max(args.rounds, 1)
+    print(f"{label:<28} between runs: ranks waiting for a core {100 * mean['tracked']['wait']:.1f}% of "
+          f"tracked epochs, {100 * mean['untracked']['wait']:.1f}% of untracked: "
+          f"{100 * (mean['tracked']['wait'] - mean['untracked']['wait']):+.1f}% (the end's wait for the "
+          f"queue, {statistics.mean(drains):.2f} s, would add at most "
+          f"{100 * statistics.mean(drains) / timed_wall:.1f}%); CPU beside the ranks "
+          f"{100 * mean['tracked']['other']:.1f}% / {100 * mean['untracked']['other']:.1f}%", flush=True)
     base = statistics.median(plain)
     med = statistics.median(walls)
     share = statistics.median(shares)
@@ -147,6 +170,7 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     bound = TrackerConfig(upload_queue=args.upload_queue).upload_bound()
     row = {"store": label, "untracked_s": base, "tracked_s": med, "overhead_ratio": ratio,
            "interleaved_ratio": inter, **({"ranks_waited": waited} if args.blocks else {}),
+           "between_runs_waited": mean,
            "overhead_share": share, "checkpoint_mb": ckpt_bytes / 2**20,
            "loadavg": os.getloadavg()[0], "upload_queue": bound}
     # The ratio is the figure: with the uploader, the training thread's share is only the
@@ -176,6 +200,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--upload-queue", type=int, default=None,
                    help="0: the synchronous path [default: as train, 2; the uploader yields the cores "
                    "when the workers take them all]")
+    p.add_argument("--no-pace", action="store_true",
+                   help="the uploader starts each job as soon as it can (TrackerConfig.upload_duty None), "
+                   "instead of pacing itself to 2%% of a core when the ranks take every core")
     p.add_argument("--server-idle", action="store_true",
                    help="run the local server at the idle scheduling class (chrt --idle), as a "
                    "tracking server beside training on the same cores may be")

@@ -129,3 +129,71 @@ def test_a_replaced_jobs_metrics_go_to_the_job_that_runs_next_in_its_place():
     q.close()
     assert [(n, carried) for n, _, carried in ran] == [(1, ()), (3, (2,)), (4, ())]
     assert q.replaced == 1
+
+
+def _until(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def replace_newest(waiting):
+    return len(waiting) - 1, "test"
+
+
+def test_a_paced_worker_waits_its_cost_over_the_duty_and_what_arrives_meanwhile_is_replaced(monkeypatch):
+    """duty 0.1: a job that costs 0.05 s (sleeping counts: a server's answer is a cost too) lets
+    the next start no sooner than 0.5 s after it began. The epochs handed over meanwhile wait at
+    the bound and replace each other; none of them makes training wait; drain ignores the pace."""
+    from tracker.training import uploader
+
+    monkeypatch.setattr(uploader, "yield_to_others", lambda: "normal priority")  # no starving here
+    ran: list = []
+    q = CheckpointQueue(2, say=print, yield_cores=True, duty=0.1, max_lag_s=30)
+    began = time.monotonic()
+    q.submit(Job(1, ran, seconds=0.05))
+    _until(lambda: len(ran) == 1)
+    for n in range(2, 8):
+        q.submit(Job(n, ran), replace_newest)
+    assert q.waited_s == 0 and q.replaced == 4  # 2 waits; 3..6 were each replaced by the next
+    _until(lambda: len(ran) == 2)
+    assert ran[1][0] == 2 and time.monotonic() - began >= 0.5 - 0.01
+    assert 0.45 <= q.paced_s <= 0.6
+    q.drain()  # job 2 cost nothing, so job 7 (carrying 3..6) follows at once
+    assert [(n, carried) for n, _, carried in ran] == [(1, ()), (2, ()), (7, (3, 4, 5, 6))]
+    q.close()
+
+    slow: list = []  # drain ignores the pace: a job left paced runs on the calling thread
+    q = CheckpointQueue(2, say=print, yield_cores=True, duty=0.01, max_lag_s=30)
+    q.submit(Job(1, slow, seconds=0.05))
+    _until(lambda: len(slow) == 1)
+    q.submit(Job(2, slow))
+    t0 = time.monotonic()
+    q.drain()
+    assert time.monotonic() - t0 < 1.0 and slow[-1][:2] == (2, "MainThread")
+    q.close()
+
+
+def test_the_pace_gives_way_when_training_would_wait_and_is_off_without_yielding(monkeypatch):
+    from tracker.training import uploader
+
+    monkeypatch.setattr(uploader, "yield_to_others", lambda: "normal priority")
+    ran: list = []
+    q = CheckpointQueue(2, say=print, yield_cores=True, duty=0.01, max_lag_s=30)  # 10 s pace per 0.1 s job
+    q.submit(Job(1, ran, seconds=0.1))
+    _until(lambda: len(ran) == 1)
+    q.submit(Job(2, ran))
+    q.submit(Job(3, ran))
+    t0 = time.monotonic()
+    q.submit(Job(4, ran), lambda waiting: (None, "every waiting one is kept"))  # would wait
+    assert time.monotonic() - t0 < 2.0  # not the pace's 10 s: the worker took job 2 at once
+    _until(lambda: len(ran) == 2)
+    assert [n for n, _, _ in ran] == [1, 2]
+    assert q.max_interval_s == 10.0 and q.paced_s == 10.0  # capped at a third of max_lag_s
+    q.drain()
+    q.close()
+    plain = CheckpointQueue(2, say=print, duty=0.01)  # a spare core: no pace
+    assert plain.duty is None
+    plain.close()
+    with pytest.raises(ValueError, match="upload_duty"):
+        TrackerConfig(upload_duty=0)

@@ -89,9 +89,10 @@ class TrackedTraining(RetentionPass, StoringPass):
         self.tracking_seconds = 0.0  # training-thread time spent here (logging, handing over, waiting)
         self.background_seconds = 0.0  # time spent storing checkpoints (on the uploader's thread)
         bound = ctx.tconfig.upload_bound()
+        pace = None if ctx.tconfig.store_every else ctx.tconfig.upload_duty  # paced by replacing
         self.uploads = CheckpointQueue(bound, say=say, max_lag_s=ctx.tconfig.max_lag_s,
                                        yield_cores=ctx.tconfig.uploader_yields(ctx.config.workers),
-                                       ) if bound else None
+                                       duty=pace) if bound else None
         self.epoch_metrics: list[Metric] = []  # the last epoch's, handed to its checkpoint's job
         self.stop_reason: str | None = None  # the last epoch's early-stopping decision
 

@@ -40,6 +40,12 @@ class TrackerConfig:
     # The store may fall this many seconds behind training (its oldest unstored epoch's age) before
     # training waits for it: what bounds the lag of the UI's metrics when the uploader yields.
     max_lag_s: float = 30.0
+    # When the ranks take every core, the uploader's share of one core: it starts a checkpoint's
+    # job no sooner than the last job's cost / this after that one began (at most max_lag_s / 3),
+    # and the checkpoints in between are replaced (tracker.training.uploader, "Paced"). What it
+    # spends there the ranks lose: at 0.02 a noun run (a 60 ms job per 1.2-1.8 s epoch) stores
+    # every 2nd-3rd checkpoint. None: no pace. Ignored with store_every or with a spare core.
+    upload_duty: float | None = 0.02
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_best, bool):  # the old boolean form: True meant the one best
@@ -52,6 +58,9 @@ class TrackerConfig:
         q = self.upload_queue
         if q is not None and (isinstance(q, bool) or not isinstance(q, int) or q < 0):
             raise ValueError(f"upload queue must be an integer >= 0 (0: synchronous), got {q!r}")
+        d = self.upload_duty
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int | float) or not 0 < d <= 1):
+            raise ValueError(f"upload_duty must be a share of one core in (0, 1], or None; got {d!r}")
         if not (isinstance(self.max_lag_s, int | float) and self.max_lag_s > 0):
             raise ValueError(f"max_lag_s must be a number of seconds > 0, got {self.max_lag_s!r}")
 

@@ -96,9 +96,13 @@ def run_training(*, uri: str, graph: Graph | None, config: TrainConfig | None,
     if interrupts.take_pending():
         say(f"Interrupted after run {run_id} finished: nothing was lost")
     if tracked.replaced:
-        say(f"{tracked.replaced} checkpoint(s) were replaced by the next epoch's while the tracking "
-            "store was busy (kept by no policy but newest N; their metrics are logged); "
-            "--store-every-checkpoint stores them all")
+        q = tracked.uploads
+        why = (f"the store was busy, or the uploader paced to {100 * q.duty:g}% of a core while the "
+               f"ranks took every core (up to {q.paced_s:.1f} s between stores)"
+               if q is not None and q.duty and q.paced_s else "the tracking store was busy")
+        say(f"{tracked.replaced} checkpoint(s) were replaced by the next epoch's while {why} (kept "
+            "by no policy but newest N; their metrics are logged); --store-every-checkpoint stores "
+            "them all")
     total = tracked.written_bytes
     if total:
         say(f"Retention freed {human_bytes(tracked.freed_bytes)} "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow.entities import RunTag
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH  # what MLflow sends as one request
 
 from tracker import faults, layout
 from tracker.checkpoints.files import Written, not_the_recorded, save_atomic
@@ -91,10 +92,13 @@ class StoringPass:
         if snap.stop_reason:
             tags[layout.TAG_STOP_REASON] = snap.stop_reason
         changed = [RunTag(k, v) for k, v in tags.items() if self.logged_tags.get(k) != v]
-        if carried:  # first, on their own: MLflow splits a long batch, the tags must not go first
-            self._call(self.client.log_batch, self.run_id, metrics=list(carried))
         metrics = linked(snap.metrics, model.model_id if model is not None else None)
-        self._call(self.client.log_batch, self.run_id, metrics=metrics, tags=changed)
+        if carried and len(carried) + len(metrics) + len(changed) > MAX_ENTITIES_PER_BATCH:
+            # First, on their own: MLflow splits a long batch and sends the tags with its first
+            # part, and the tags (the best epoch, what is retained) must not go in before them.
+            self._call(self.client.log_batch, self.run_id, metrics=list(carried))
+            carried = ()
+        self._call(self.client.log_batch, self.run_id, metrics=[*carried, *metrics], tags=changed)
         self.logged_tags.update(tags)
 
     def _begin_model(self, name: str, epoch: int, size: int, sha256: str, snap: Snapshot):

@@ -24,6 +24,16 @@ checkpoints are replaced in between. Two bounds keep that from starving the stor
 epoch not yet stored may be at most ``max_lag_s`` old (past it, ``submit`` waits until it is
 stored: a waiting training thread leaves its core to the worker), and ``drain`` runs what is
 left on the calling thread, after the worker's current job, at the caller's priority.
+
+Paced (``duty``, only when yielding): on a machine with no spare core, whatever the worker
+spends the ranks lose, most of it even at the idle class (tracking_overhead.py measured 3/4). So
+the worker starts a job no sooner than the previous job's cost / ``duty`` after that one started:
+the cost is the job's wall time less its wait for a core (a server's response counts, being
+starved does not), the interval at most a third of ``max_lag_s``. Checkpoints that arrive in
+between are replaced as at the bound (supersede: only those no policy but newest N keeps), so
+the store gets one checkpoint per interval and every epoch's metrics. Orbax's continuous
+checkpointing does the same with a fixed minimum interval. The pace gives way whenever
+``submit`` would wait (every waiting checkpoint kept), and ``drain`` ignores it.
 """
 
 from __future__ import annotations
@@ -61,15 +71,30 @@ def yield_to_others() -> str:
         return "normal priority"
 
 
+def _waited_for_a_core_ns() -> int | None:
+    """The calling thread's time runnable but not running, in ns (Linux schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class CheckpointQueue:
     def __init__(self, bound: int, *, say: Callable[[str], None], name: str = "hype-uploader",
-                 yield_cores: bool = False, max_lag_s: float | None = None):
+                 yield_cores: bool = False, max_lag_s: float | None = None,
+                 duty: float | None = None):
         if bound < 1:
             raise ValueError(f"the upload queue bound must be >= 1, got {bound}")
         self.bound = bound
         self._say = say
         self.yield_cores = yield_cores
         self.max_lag_s = max_lag_s  # the oldest unstored epoch's age at which submit waits
+        self.duty = duty if yield_cores else None  # the worker's share of one core, when yielding
+        self.max_interval_s = (max_lag_s or 30.0) / 3  # the pace's longest gap between two jobs
+        self._not_before = 0.0  # monotonic time before which the paced worker starts no job
+        self._blocked = 0  # submits now waiting (the bound, the lag): the pace gives way
+        self.paced_s = 0.0  # the longest interval the pace set, for the run's summary
         self.priority = "normal priority"  # the worker's, once it has started
         self._waiting: deque = deque()  # [job, handed-over time of its oldest epoch], oldest first
         self._running_since: float | None = None  # the running job's oldest epoch's hand-over
@@ -90,12 +115,23 @@ class CheckpointQueue:
             self.priority = yield_to_others()
         while True:
             with self._cond:
-                while (not self._waiting or self._paused) and not self._stopping:
-                    self._cond.wait()
+                while not self._ready() and not self._stopping:
+                    self._cond.wait(self._pace_left())
                 if not self._waiting or self._paused:
                     return  # stopping, and nothing left (or drain has taken them)
                 job = self._start_next()
             self._run(job)
+
+    def _ready(self) -> bool:
+        """(Holding the lock.) A job waits, drain has not taken over, and the pace allows it."""
+        return bool(self._waiting) and not self._paused and (
+            self._blocked > 0 or time.monotonic() >= self._not_before)
+
+    def _pace_left(self) -> float | None:
+        """(Holding the lock.) Seconds the worker may sleep before the pace lets it start."""
+        if not self._waiting or self._paused or self._blocked:
+            return None
+        return max(self._not_before - time.monotonic(), 0.0)
 
     def _start_next(self) -> Job:
         """(Holding the lock.) Take the oldest waiting job; its slot is free."""
@@ -105,14 +141,23 @@ class CheckpointQueue:
         return job
 
     def _run(self, job: Job) -> None:
+        t0, waited0 = time.monotonic(), _waited_for_a_core_ns()
         try:
             if self._error is None:  # after a failure, queued jobs are dropped, in order
                 job()
         except BaseException as e:  # noqa: BLE001 - handed to the training thread as is
             self._error = e
         finally:
+            cost = time.monotonic() - t0
+            waited1 = _waited_for_a_core_ns()
+            if waited0 is not None and waited1 is not None:
+                cost -= (waited1 - waited0) / 1e9
             with self._cond:
                 self._running, self._running_since = False, None
+                if self.duty:
+                    interval = min(max(cost, 0.0) / self.duty, self.max_interval_s)
+                    self._not_before = t0 + interval
+                    self.paced_s = max(self.paced_s, interval)
                 self._cond.notify_all()
 
     def _oldest(self) -> float | None:
@@ -153,8 +198,10 @@ class CheckpointQueue:
                     heir[1] = min(heir[1], older_since)
                     del self._waiting[index]
                     if self.replaced == 0:
-                        self._say(f"Training goes on while the tracking store is busy: {why} (said "
-                                  "once; the count is given at the end)")
+                        busy = ("the uploader is paced to a small share of the cores the ranks take"
+                                if self.duty and not self._running else "the tracking store is busy")
+                        self._say(f"Training goes on while {busy}: {why} (said once; the count is "
+                                  "given at the end)")
                     self.replaced += 1
             if len(self._waiting) >= self.bound:
                 self._wait_while(lambda: len(self._waiting) >= self.bound and self._error is None,
@@ -175,8 +222,13 @@ class CheckpointQueue:
             self._say(message)
             self._said.add(message)
         t0 = time.perf_counter()
-        while blocked():
-            self._cond.wait()
+        self._blocked += 1  # the pace gives way: training is waiting
+        self._cond.notify_all()
+        try:
+            while blocked():
+                self._cond.wait()
+        finally:
+            self._blocked -= 1
         self.waited_s += time.perf_counter() - t0
 
     def drain(self) -> None:
