@@ -17,6 +17,11 @@ fell out of the newest --keep, in the store and locally. An untracked epoch is h
 with no callbacks. Both train Poincaré dim 10 with the noun settings (lr 1.0, batch 50,
 50 negatives, --workers processes), after burn-in (burn-in epochs are slower and not the point).
 
+With as many workers as cores the uploader is also paced to 2% of a core (TrackerConfig.upload_duty;
+--no-pace turns that off): the checkpoints in between are replaced, so a paced run stores fewer.
+The whole-run comparison by the ranks' wait for a core (schedstat) is then the fair figure; the
+interleaved blocks hand a tracked block's queued work to the next, untracked one.
+
 Two figures per store, because this machine is shared and its load drifts:
 - ratio: median tracked epoch wall time / median untracked epoch wall time, the untracked and
   tracked runs alternating (--rounds pairs, and one more untracked run at the end);

@@ -156,3 +156,28 @@ def test_the_queue_raises_the_workers_failure_on_the_training_thread():
     q.close()
     with pytest.raises(ValueError):
         uploader.CheckpointQueue(0, say=print)
+
+
+def test_with_every_core_taken_the_uploader_is_paced_and_the_run_ends_whole(
+        sqlite_tracking, tmp_path, monkeypatch, superseding):
+    """As if the ranks took every core: the uploader starts a job no sooner than its last one's
+    cost / 2% (tens of ms -> a second or more), so most of 30 tiny epochs' checkpoints are
+    replaced; training never waits for it, every epoch's metrics are in the store, the last
+    epoch is stored, both sides hold the same checkpoints, and the end says why."""
+    from tracker.training.config import TrackerConfig
+
+    monkeypatch.setattr(TrackerConfig, "uploader_yields", staticmethod(lambda workers: True))
+    out, run_dir, _ = _train(sqlite_tracking, tmp_path, "--epochs", "30")
+    assert "Training waits" not in out
+    assert out.count("Training goes on while") == 1  # paced, or busy if a job was running then
+    replaced = int(out.split(" checkpoint(s) were replaced")[0].rsplit(None, 1)[-1])
+    assert replaced >= 15, out  # 30 epochs in a few seconds against a pace of a second or more
+    assert "paced to 2% of a core while the ranks took every core" in out
+    client = MlflowClient(sqlite_tracking.tracking_uri)
+    assert sorted(m.step for m in client.get_metric_history(run_dir.name, "loss")) == list(range(1, 31))
+    run = client.get_run(run_dir.name)
+    retained = [int(e) for e in run.data.tags[layout.TAG_RETAINED_EPOCHS].split(",")]
+    assert retained[-1] == 30 and len(retained) <= 2
+    listed = sorted(a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run_dir.name, "hype_checkpoints"))
+    assert listed == sorted(p.name for p in run_dir.glob("tree_epoch*.pth")) == [
+        f"tree_epoch{e:04d}.pth" for e in retained]
