@@ -73,6 +73,9 @@ class Settings:
     # the default at the bound: waiting checkpoints only newest N keeps are replaced by newer
     # ones (tracker.policy.supersede); False: every epoch's checkpoint is stored
     supersede: bool = False
+    # training processes: with as many as cores the uploader yields them and is paced
+    # (tracker.training.uploader), so most checkpoints are replaced between its jobs
+    workers: int = 1
 
     def env(self) -> dict:
         env = dict(os.environ)
@@ -87,7 +90,7 @@ class Settings:
                 "--keep-best", "1" if self.keep_best else "0",
                 "--eval-every", str(self.eval_every), "--burnin", str(self.burnin),
                 "--patience", "1000", "--dim", "2", "--negs", "5", "--lr", "1.0",
-                "--no-pyfunc", "--quiet", "--force"]
+                "--no-pyfunc", "--quiet", "--force", "--workers", str(self.workers)]
 
 
 @dataclass(frozen=True)
@@ -537,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--supersede", choices=["on", "off", "mix"], default="mix",
                     help="on: the default at the upload bound (waiting checkpoints only newest N keeps "
                          "are replaced); off: --store-every-checkpoint; mix: alternate in pairs")
+    ap.add_argument("--workers", type=int, default=Settings.workers,
+                    help="training processes per run (as many as cores: the paced uploader)")
     ap.add_argument("--server", action="store_true",
                     help="train through a proxied `mlflow server` (SQLite backend) instead")
     ap.add_argument("--workdir", type=Path, default=None,
@@ -560,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.trials):
             keep_best = {"on": True, "off": False}.get(args.keep_best, i % 2 == 0)
             supersede = {"on": True, "off": False}.get(args.supersede, (i // 2) % 2 == 1)
-            s = Settings(epochs=args.epochs, keep=args.keep, keep_best=keep_best, supersede=supersede)
+            s = Settings(epochs=args.epochs, keep=args.keep, keep_best=keep_best, supersede=supersede,
+                         workers=args.workers)
             first = draw_kill(rng, KINDS[i % len(KINDS)], s, first=True, epochs_left=s.epochs)
             t = run_trial(i, [first], rng, s, uri=uri, work=work, dataset=dataset)
             if t.ok and args.cleanup_kills:
