@@ -27,7 +27,7 @@ lint: $(STAMP)
 # tests/test_ui_browser.py needs Debian's chromium (apt-get install chromium; .ci/run installs it)
 # and nothing from npm or pip: it drives chromium's DevTools protocol through a pipe.
 test: $(STAMP) lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadgroup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadscope --no-loadscope-reorder
 
 ui: $(STAMP)
 	$(BIN)/python cli.py ui

@@ -123,16 +123,5 @@ def basic_auth_server(tmp_path_factory):
         yield server
 
 
-# `make test` runs on two processes (pytest-xdist, --dist loadgroup). Each test file stays on one
-# process, so its module fixtures are built once; the files whose tests create hype's shared
-# memory segments (/dev/shm/hype-*) and check that none is left share one group, so that no other
-# test's segments appear in their before/after counts.
-SHARED_MEMORY = frozenset({"test_distributed.py", "test_benchmarks_smoke.py",
-                           "test_benchmarks_scale_smoke.py", "test_kernels.py"})
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks into its node ids
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("shared-memory" if name in SHARED_MEMORY else name))
+# One unit of work per test file for pytest-xdist, the longest files first: tests/xdist_units.py.
+from tests.xdist_units import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: E402, F401
