@@ -10,31 +10,48 @@ process compiles and writes the cache, the others wait, then load it, while proc
 need other entry points (pytest's workers, say) compile those at the same time. The lock is
 held for the compilation only, never for the call itself, and a lock that cannot be had (a
 read-only folder, a wait past LOCK_WAIT_S) only costs the duplicate compilation.
+
+An argument wrapped in Constant is compiled as a literal: the compiled code knows its value
+(hype.kernels passes small embedding dimensions so, and LLVM unrolls the loops over them),
+at the price of one compilation per value. call() then calls exactly the signature it
+prepared, since numba's dispatcher would type the plain value as int64 and compile again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import filelock
+from numba.core import types
 
 LOCK_WAIT_S = 600.0  # longer than any compilation; past it, compile without the lock
 
 
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """An argument compiled as a literal (see the module's docstring): an int or a bool."""
+
+    value: int
+
+
 def call(entry, *args):
-    """entry(*args) for a numba dispatcher `entry`, prepared first (see prepare)."""
-    prepare(entry, *args)
-    return entry(*args)
+    """entry(*args) for a numba dispatcher `entry`, through the overload prepare() made."""
+    sig = prepare(entry, *args)
+    return entry.overloads[sig].entry_point(*(a.value if isinstance(a, Constant) else a
+                                              for a in args))
 
 
-def prepare(entry, *args) -> None:
+def prepare(entry, *args) -> tuple:
     """Compile (or load from the cache) exactly the signature of `args`, under the entry's
-    lock in the cache folder, unless this process has compiled `entry` already."""
-    if not entry.signatures:
-        sig = tuple(entry.typeof_pyval(a) for a in args)
+    lock in the cache folder, unless this process has it already. Returns the signature."""
+    sig = tuple(types.literal(a.value) if isinstance(a, Constant) else entry.typeof_pyval(a)
+                for a in args)
+    if sig not in entry.overloads:
         with _cache_lock(entry):
             entry.compile(sig)  # loads from the cache when another process wrote it
+    return sig
 
 
 def cache_dir(entry) -> str | None:

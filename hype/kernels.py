@@ -32,6 +32,9 @@ thread: 157k edge-updates/s before these changes, about 640k after):
   search of cdf per draw, which made a burn-in epoch 4x slower than the others;
 - the neighbour test is one load from a per-call array of stamps (u and its neighbours carry
   the current edge's number) instead of a binary search of u's neighbour list.
+- rows narrower than SPECIALIZE_BELOW are a compile-time width (hype.jit.Constant), so LLVM
+  unrolls the loops over a row instead of vectorizing them for widths they never reach: a
+  mammal epoch at dim 5 in 0.61x the time on an AVX-512 Xeon.
 
 What makes the first run fast (issue 14; benchmarks/first_run.py, docs/performance.md): a run
 compiles one manifold's kernel, for one signature, once per machine.
@@ -60,6 +63,11 @@ POINCARE, LORENTZ, EUCLIDEAN = 0, 1, 2
 BOUNDARY_EPS = 1e-9  # same as hype.manifolds.poincare.BOUNDARY_EPS
 _EPS = 1e-12
 _MAX_TRIES = 20  # negative draws per slot before giving up on finding a non-neighbour
+# Row widths (emb.shape[1]) below this are compiled as constants: with a trip count known, LLVM
+# unrolls the loops over a row instead of vectorizing them for widths they never reach. On an
+# AVX-512 Xeon a Poincaré mammal epoch took 0.60-0.83x the time at widths 2-6, the same at 10
+# to 20, 1.19x at 8 and 1.15x at 50 (docs/performance.md, "Rows of a known width").
+SPECIALIZE_BELOW = 8
 _MAX_NORM_SQ = (1.0 - BOUNDARY_EPS) ** 2
 LORENTZ_MAX_SPACE = 1e5  # same as hype.manifolds.lorentz.MAX_SPACE_NORM
 _MAX_SPACE_SQ = LORENTZ_MAX_SPACE ** 2
@@ -210,9 +218,8 @@ def sample_negatives(u, v, n, negs, indptr, indices, cdf, out) -> None:
 # made an epoch 1.5x slower); numba still compiles each once, however many its call sites.
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True, **_CALLEE)
-def _poincare_target(emb, t, uu, sx, rows, scal, j):
+def _poincare_target(emb, t, uu, sx, rows, scal, j, dim):
     """rows[j] <- emb[t]; scal[:, j] <- exp(-d(u, t)) and the coefficients, for |u|^2 = sx."""
-    dim = emb.shape[1]
     sy = 0.0
     sq_diff = 0.0  # |u - v|^2 from the differences: sx + sy - 2<u, v> cancels near the boundary
     for k in range(dim):
@@ -239,9 +246,8 @@ def _poincare_target(emb, t, uu, sx, rows, scal, j):
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True, **_CALLEE)
-def _lorentz_target(emb, t, uu, rows, scal, j):
+def _lorentz_target(emb, t, uu, rows, scal, j, dim):
     """rows[j] <- emb[t]; scal[:, j] <- exp(-d(u, t)) and the coefficients."""
-    dim = emb.shape[1]
     z = 0.0
     for k in range(1, dim):
         y = emb[t, k]
@@ -261,10 +267,9 @@ def _lorentz_target(emb, t, uu, rows, scal, j):
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True, **_CALLEE)
-def _euclidean_target(emb, t, uu, rows, scal, j):
+def _euclidean_target(emb, t, uu, rows, scal, j, dim):
     """rows[j] <- emb[t]; scal[:, j] <- d(u, t) (exp(w_min - d) later) and the coefficients.
     Returns d."""
-    dim = emb.shape[1]
     d = 0.0
     for k in range(dim):
         y = emb[t, k]
@@ -280,10 +285,9 @@ def _euclidean_target(emb, t, uu, rows, scal, j):
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True, **_CALLEE)
-def _lorentz_retract(emb, r, grad, scale):
+def _lorentz_retract(emb, r, grad, scale, dim):
     """emb[r] <- exp_emb[r](-scale * grad), in place; the tangent norm is clamped so that
     cosh/sinh stay finite."""
-    dim = emb.shape[1]
     sq = -grad[0] * grad[0]
     for k in range(1, dim):
         sq += grad[k] * grad[k]
@@ -307,23 +311,23 @@ def _lorentz_retract(emb, r, grad, scale):
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True, **_CALLEE)
-def _euclidean_retract(emb, r, grad, scale):
+def _euclidean_retract(emb, r, grad, scale, dim):
     """emb[r] <- emb[r] - scale * grad, in place."""
-    for k in range(emb.shape[1]):
+    for k in range(dim):
         emb[r, k] = emb[r, k] - scale * grad[k]
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, forceinline=True, **_CALLEE)
-def _poincare_retract(emb, r, grad, scale):
+def _poincare_retract(emb, r, grad, scale, dim):
     """The Euclidean step, then back inside the ball (norm <= 1 - BOUNDARY_EPS)."""
     sq = 0.0
-    for k in range(emb.shape[1]):
+    for k in range(dim):
         x = emb[r, k] - scale * grad[k]
         emb[r, k] = x
         sq += x * x
     if sq > _MAX_NORM_SQ:
         shrink = (1.0 - BOUNDARY_EPS) / math.sqrt(sq)
-        for k in range(emb.shape[1]):
+        for k in range(dim):
             emb[r, k] *= shrink
 
 
@@ -334,11 +338,10 @@ def _poincare_retract(emb, r, grad, scale):
 # that doubled the compile time (1.6 -> 3.1 s), as the retraction has two call sites.
 
 @njit(inline="always")
-def _edge_step(mid, emb, u, targets, step, work):
+def _edge_step(mid, emb, u, targets, step, work, dim):
     """edge_step with its scratch: work = rows (1 + K, D), scal (5, 1 + K), uu, gu, grad (D,)."""
     rows, scal, uu, gu, grad = work
     n = targets.shape[0]
-    dim = emb.shape[1]
     sx = 0.0
     for k in range(dim):
         x = emb[u, k]
@@ -347,11 +350,11 @@ def _edge_step(mid, emb, u, targets, step, work):
     w_min = 1e300
     for j in range(n):
         if mid == LORENTZ:
-            _lorentz_target(emb, targets[j], uu, rows, scal, j)
+            _lorentz_target(emb, targets[j], uu, rows, scal, j, dim)
         elif mid == POINCARE:
-            _poincare_target(emb, targets[j], uu, sx, rows, scal, j)
+            _poincare_target(emb, targets[j], uu, sx, rows, scal, j, dim)
         else:
-            w_min = min(w_min, _euclidean_target(emb, targets[j], uu, rows, scal, j))
+            w_min = min(w_min, _euclidean_target(emb, targets[j], uu, rows, scal, j, dim))
     if mid == EUCLIDEAN:
         # softmax over -d, shifted by the smallest distance for stability
         for j in range(n):
@@ -374,24 +377,25 @@ def _edge_step(mid, emb, u, targets, step, work):
             gu[k] += kx * rows[j, k]
             grad[k] = cy * rows[j, k] - ay * uu[k]
         if mid == LORENTZ:  # the target's row moves along -step c grad, onto the manifold
-            _lorentz_retract(emb, targets[j], grad, step * c)
+            _lorentz_retract(emb, targets[j], grad, step * c, dim)
         elif mid == POINCARE:
-            _poincare_retract(emb, targets[j], grad, step * c)
+            _poincare_retract(emb, targets[j], grad, step * c, dim)
         else:
-            _euclidean_retract(emb, targets[j], grad, step * c)
+            _euclidean_retract(emb, targets[j], grad, step * c, dim)
     for k in range(dim):
         grad[k] = a * uu[k] - gu[k]
     if mid == LORENTZ:
-        _lorentz_retract(emb, u, grad, step)
+        _lorentz_retract(emb, u, grad, step, dim)
     elif mid == POINCARE:
-        _poincare_retract(emb, u, grad, step)
+        _poincare_retract(emb, u, grad, step, dim)
     else:
-        _euclidean_retract(emb, u, grad, step)
+        _euclidean_retract(emb, u, grad, step, dim)
     return loss
 
 
 @njit(inline="always")
-def _pass(mid, emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling, work):
+def _pass(mid, emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling, work,
+          dim):
     """train_edges' loop; sampling = targets (1 + K,) int64, mark (N,) int32, state (1,) uint64."""
     targets, mark, state = sampling
     _seed(state, seed)
@@ -402,7 +406,7 @@ def _pass(mid, emb, edges, order, indptr, indices, prob, alias, negs, step, seed
         u = edges[e, 0]
         _sample(u, edges[e, 1], n, negs, indptr, indices, prob, alias, targets, state, mark,
                 np.int32(i + 1))
-        total += _edge_step(mid, emb, u, targets, step, work)
+        total += _edge_step(mid, emb, u, targets, step, work, dim)
     return total
 
 
@@ -411,38 +415,38 @@ def _pass(mid, emb, edges, order, indptr, indices, prob, alias, negs, step, seed
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, no_cfunc_wrapper=True)
 def _pass_poincare(emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling,
-                   work):
+                   work, dim):
     return _pass(POINCARE, emb, edges, order, indptr, indices, prob, alias, negs, step, seed,
-                 sampling, work)
+                 sampling, work, dim)
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, no_cfunc_wrapper=True)
 def _pass_lorentz(emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling,
-                  work):
+                  work, dim):
     return _pass(LORENTZ, emb, edges, order, indptr, indices, prob, alias, negs, step, seed,
-                 sampling, work)
+                 sampling, work, dim)
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, no_cfunc_wrapper=True)
 def _pass_euclidean(emb, edges, order, indptr, indices, prob, alias, negs, step, seed, sampling,
-                    work):
+                    work, dim):
     return _pass(EUCLIDEAN, emb, edges, order, indptr, indices, prob, alias, negs, step, seed,
-                 sampling, work)
+                 sampling, work, dim)
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, no_cfunc_wrapper=True)
-def _step_poincare(emb, u, targets, step, work):
-    return _edge_step(POINCARE, emb, u, targets, step, work)
+def _step_poincare(emb, u, targets, step, work, dim):
+    return _edge_step(POINCARE, emb, u, targets, step, work, dim)
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, no_cfunc_wrapper=True)
-def _step_lorentz(emb, u, targets, step, work):
-    return _edge_step(LORENTZ, emb, u, targets, step, work)
+def _step_lorentz(emb, u, targets, step, work, dim):
+    return _edge_step(LORENTZ, emb, u, targets, step, work, dim)
 
 
 @njit(cache=True, nogil=True, fastmath=True, _nrt=False, no_cfunc_wrapper=True)
-def _step_euclidean(emb, u, targets, step, work):
-    return _edge_step(EUCLIDEAN, emb, u, targets, step, work)
+def _step_euclidean(emb, u, targets, step, work, dim):
+    return _edge_step(EUCLIDEAN, emb, u, targets, step, work, dim)
 
 
 _PASS = {POINCARE: _pass_poincare, LORENTZ: _pass_lorentz, EUCLIDEAN: _pass_euclidean}
@@ -470,6 +474,12 @@ def _check_emb(emb: np.ndarray) -> None:
                          f"{emb.flags.writeable})")
 
 
+def _dim_arg(dim: int):
+    """The entries' `dim`: below SPECIALIZE_BELOW a compile-time constant, which LLVM unrolls
+    the loops over (one compilation per such dimension), else an int64 known at run time."""
+    return jit.Constant(int(dim)) if dim < SPECIALIZE_BELOW else int(dim)
+
+
 def _work(n_targets: int, dim: int) -> tuple:
     """An edge step's scratch: rows (1 + K, D), scal (5, 1 + K), uu, gu, grad (D,)."""
     return (np.empty((n_targets, dim)), np.empty((5, n_targets)), np.empty(dim), np.empty(dim),
@@ -486,7 +496,7 @@ def edge_step(emb: np.ndarray, mid: int, u: int, targets: np.ndarray, step: floa
     _check_emb(emb)
     targets = _int64(targets)
     return jit.call(_entry(_STEP, mid), emb, int(u), targets, float(step),
-                    _work(targets.shape[0], emb.shape[1]))
+                    _work(targets.shape[0], emb.shape[1]), _dim_arg(emb.shape[1]))
 
 
 def train_edges(emb, mid, edges, order, indptr, indices, cdf, negs, step, seed) -> float:
@@ -506,4 +516,4 @@ def train_edges(emb, mid, edges, order, indptr, indices, cdf, negs, step, seed) 
                 np.empty(1, dtype=np.uint64))
     return jit.call(_entry(_PASS, mid), emb, _int64(edges), _int64(order), _int64(indptr),
                     _int64(indices), prob, alias, int(negs), float(step), int(seed), sampling,
-                    _work(negs + 1, dim))
+                    _work(negs + 1, dim), _dim_arg(dim))
