@@ -174,7 +174,7 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
           resume,
           from_epoch, init_from, no_pyfunc, quiet, epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
-    from hype import distributed
+    from hype import distributed, warmup
     from hype.data import DataError, load_edge_csv
     from tracker.store.errors import StoreError, TrackingError, TrackingUnavailable
     from tracker.store.redact import redact
@@ -235,9 +235,11 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
                 plot_every=plot_every, log_pyfunc=not no_pyfunc, disk_margin=disk_margin, force=force,
                 upload_queue=upload_queue, store_every=store_every)
             tconfig.stop_config(config.burnin)  # validates monitor/mode/patience up front
-            outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
-                                   experiment=experiment, run_name=run_name, progress=not quiet,
-                                   init_from=init_from)
+            # on a first run, the evaluator compiles in a helper while the store opens
+            with warmup.evaluator_beside(config.manifold, config.backend):
+                outcome = run_training(uri=uri, graph=graph, config=config, tconfig=tconfig,
+                                       experiment=experiment, run_name=run_name,
+                                       progress=not quiet, init_from=init_from)
     except (DataError, TrackingError, TrackingUnavailable, StoreError, ValueError,
             distributed.WorkerStartError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None

@@ -31,7 +31,7 @@ import torch
 from numba import njit
 
 from hype import jit, manifolds
-from hype.data import Graph
+from hype.data import Graph, from_edges
 
 POINCARE, LORENTZ, EUCLIDEAN = 0, 1, 2  # hype.manifolds.KERNEL_ID
 _TILE = 8  # rows per work item; they share each column block while it is in cache
@@ -284,6 +284,29 @@ def reconstruction(emb: torch.Tensor, graph: Graph, manifold: str, *,
     pairs = int(degree[rows_all].sum())
     return Reconstruction(float(rank_sums.sum()) / pairs, float(aps.sum()) / len(rows_all),
                           len(rows_all), pairs)
+
+
+def precompile(manifold: str) -> None:
+    """Compile (or load) `manifold`'s evaluator, by evaluating a 2-node graph: every call of
+    reconstruction() uses the one signature this compiles (hype.warmup)."""
+    emb = torch.zeros(2, 3, dtype=torch.float64)
+    if manifold == "lorentz":
+        emb[:, 0] = 1.0  # the hyperboloid's origin
+    reconstruction(emb, from_edges(["a", "b"], np.array([[0, 1]])), manifold)
+
+
+def evaluator_cached(manifold: str) -> bool:
+    """Whether numba's cache holds `manifold`'s evaluator for this machine and this source
+    (True too when that cannot be read: nothing is then warmed). Reads numba's private index
+    (numba is pinned): an entry counts when its codegen is this machine's."""
+    manifolds.get(manifold)  # names the choices if `manifold` is unknown
+    entry = _RANK[manifolds.KERNEL_ID[manifold]]
+    try:
+        index = entry._cache._cache_file._load_index()  # {} when stale (another source stamp)
+        magic = entry.targetctx.codegen().magic_tuple()
+        return any(key[1] == magic for key in index)
+    except Exception:  # noqa: BLE001 - a cache it cannot read is not worth a helper
+        return True
 
 
 def sample_nodes(graph: Graph, size: int, *, seed: int) -> np.ndarray:
