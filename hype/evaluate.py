@@ -22,6 +22,7 @@ per thread.
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -297,16 +298,29 @@ def precompile(manifold: str) -> None:
 
 def evaluator_cached(manifold: str) -> bool:
     """Whether numba's cache holds `manifold`'s evaluator for this machine and this source
-    (True too when that cannot be read: nothing is then warmed). Reads numba's private index
-    (numba is pinned): an entry counts when its codegen is this machine's."""
+    (True too when that cannot be read, or the folder cannot be written: a helper could not
+    warm it). Reads numba's private index (numba is pinned): an entry counts when its codegen
+    is this machine's."""
     manifolds.get(manifold)  # names the choices if `manifold` is unknown
     entry = _RANK[manifolds.KERNEL_ID[manifold]]
+    folder = jit.cache_dir(entry)
+    if folder is None or not _writable(folder):
+        return True
     try:
         index = entry._cache._cache_file._load_index()  # {} when stale (another source stamp)
         magic = entry.targetctx.codegen().magic_tuple()
         return any(key[1] == magic for key in index)
     except Exception:  # noqa: BLE001 - a cache it cannot read is not worth a helper
         return True
+
+
+def _writable(folder: str) -> bool:
+    """Whether `folder` can be made and written: the nearest path at or above it that exists
+    is a writable folder."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK)  # not below a file
 
 
 def sample_nodes(graph: Graph, size: int, *, seed: int) -> np.ndarray:

@@ -64,3 +64,18 @@ def test_a_finished_helper_is_reaped_without_waiting(monkeypatch):
     t0 = time.monotonic()
     warmup.stop(helper)
     assert helper.returncode == 0 and time.monotonic() - t0 < 1
+
+
+
+def test_a_cache_folder_that_cannot_be_made_is_not_warmed(tmp_path):
+    from hype.evaluate import _writable
+
+    assert _writable(str(tmp_path))
+    assert _writable(str(tmp_path / "not" / "made" / "yet"))  # numba makes it
+    (tmp_path / "a-file").write_text("")
+    assert not _writable(str(tmp_path / "a-file"))
+    assert not _writable(str(tmp_path / "a-file" / "numba"))
+    locked = tmp_path / "read-only"
+    locked.mkdir(mode=0o500)
+    # root writes through the mode bits; anyone else may not
+    assert _writable(str(locked / "numba")) == (os.geteuid() == 0)
