@@ -22,7 +22,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -35,13 +34,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hype import manifolds
+from hype import manifolds, processes
 
 BACKEND = "gloo"  # CPU collectives; the embedding lives in host memory
 # A rank waits this long in a collective, e.g. while rank 0 evaluates all nouns or retries an
 # unreachable tracking store (its retry policy gives up after 60 s), before giving up.
 TIMEOUT = timedelta(minutes=30)
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # makes `python -m hype.rank` importable
 
 
 @dataclass
@@ -207,12 +205,9 @@ def local_group(workers: int):
     numba's threads) and are killed when the block exits, however it exits."""
     with tempfile.TemporaryDirectory(prefix="hype-gloo-") as tmp:
         init = (Path(tmp) / "rendezvous").as_uri()  # file rendezvous: no port to choose
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
-        # -P: `-m` would put the working directory first on sys.path, and a rank started from a
-        # folder holding another checkout would train with that one's kernels (and numba cache)
-        procs = [subprocess.Popen([sys.executable, "-P", "-m", "hype.rank", init, str(rank),
-                                   str(workers)],
+        env = processes.module_env()
+        procs = [subprocess.Popen(processes.module_command("hype.rank", init, str(rank),
+                                                           str(workers)),
                                   env=env, start_new_session=True)  # Ctrl+C is rank 0's to handle
                  for rank in range(1, workers)]
         group = None

@@ -290,9 +290,7 @@ def reconstruction(emb: torch.Tensor, graph: Graph, manifold: str, *,
 def precompile(manifold: str) -> None:
     """Compile (or load) `manifold`'s evaluator, by evaluating a 2-node graph: every call of
     reconstruction() uses the one signature this compiles (hype.warmup)."""
-    emb = torch.zeros(2, 3, dtype=torch.float64)
-    if manifold == "lorentz":
-        emb[:, 0] = 1.0  # the hyperboloid's origin
+    emb = manifolds.get(manifold).init(2, 2, scale=1e-3, generator=torch.Generator().manual_seed(0))
     reconstruction(emb, from_edges(["a", "b"], np.array([[0, 1]])), manifold)
 
 

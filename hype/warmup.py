@@ -14,12 +14,11 @@ waits for that lock, if at all, then loads the kernel. With the cache warm nothi
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # makes `python -m hype.warmup` importable
+from hype import processes
+
 STOP_WAIT_S = 5.0  # a helper still compiling when the run ends early is stopped after this
 
 
@@ -30,13 +29,10 @@ def start(manifold: str) -> subprocess.Popen | None:
 
     if evaluate.evaluator_cached(manifold):
         return None
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
     try:
-        # -P: the working directory may hold another checkout, whose cache would be warmed
-        return subprocess.Popen([sys.executable, "-P", "-m", "hype.warmup", manifold], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        return subprocess.Popen(processes.module_command("hype.warmup", manifold),
+                                env=processes.module_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         return None  # no helper: only slower
 
@@ -48,7 +44,7 @@ def stop(helper: subprocess.Popen | None) -> None:
     if helper is None:
         return
     with contextlib.suppress(subprocess.TimeoutExpired):
-        helper.wait(timeout=STOP_WAIT_S if helper.poll() is None else None)
+        helper.wait(timeout=STOP_WAIT_S)  # at once when it has finished
         return
     helper.kill()
     helper.wait()
