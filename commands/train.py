@@ -174,8 +174,13 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
           resume,
           from_epoch, init_from, no_pyfunc, quiet, epochs, **hp):
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
+    from hype.data import DataError, check_file, load_edge_csv
+
+    try:  # before torch and MLflow are imported (seconds): a mistyped path is reported at once
+        check_file(dataset or DEFAULT_DATASET)
+    except DataError as e:
+        raise click.ClickException(str(e)) from None
     from hype import distributed, warmup
-    from hype.data import DataError, load_edge_csv
     from tracker.store.errors import StoreError, TrackingError, TrackingUnavailable
     from tracker.store.redact import redact
     from tracker.store.uri import resolve_tracking_uri

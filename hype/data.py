@@ -65,16 +65,26 @@ def from_edges(names: list[str], edges: np.ndarray, weights: np.ndarray | None =
     return Graph(names, edges, weights, indptr, edges[:, 1].copy(), path, sha256)
 
 
-def read_text(path: str | Path) -> tuple[bytes, str]:
-    """A text file's bytes and its UTF-8 text; a leading BOM (Excel writes one) is dropped.
+def check_file(path: str | Path) -> Path:
+    """The path, if it names a file; DataError names it if it is missing or a directory.
 
-    DataError names the file: missing, a directory, unreadable, or not UTF-8.
+    Cheap (no read, no heavy import): `cli.py train` calls it before it imports torch and MLflow,
+    so a mistyped --dataset is reported at once rather than after seconds of imports.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
+    return path
+
+
+def read_text(path: str | Path) -> tuple[bytes, str]:
+    """A text file's bytes and its UTF-8 text; a leading BOM (Excel writes one) is dropped.
+
+    DataError names the file: missing, a directory, unreadable, or not UTF-8.
+    """
+    path = check_file(path)
     try:
         raw = path.read_bytes()
         return raw, raw.decode("utf-8-sig")

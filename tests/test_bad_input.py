@@ -14,6 +14,8 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,6 +407,26 @@ def test_no_part_of_a_password_is_shown(world, case, monkeypatch):
     result = _invoke(make_args(world, monkeypatch))
     _assert_clear_failure(result, message)
     assert "pa55" not in result.output and "w0rd-s3cret" not in result.output, result.output
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_bad_dataset_path_is_reported_before_torch_and_mlflow_load(tmp_path, kind):
+    """Those imports take seconds; a mistyped --dataset must not wait for them. A fresh
+    interpreter, since this process has both loaded already."""
+    path = tmp_path / "nope.csv"
+    if kind == "directory":
+        path.mkdir()
+    probe = ("import sys\n"
+             "from click.testing import CliRunner\n"
+             "from cli import cli\n"
+             f"r = CliRunner().invoke(cli, ['train', '--dataset', {str(path)!r}])\n"
+             "print(r.exit_code, r.output.strip())\n"
+             "print(sorted(m for m in ('torch', 'mlflow', 'numba') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=layout.PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.splitlines()
+    expected = "no such file" if kind == "missing" else "is a directory, expected a file"
+    assert out[0] == f"1 Error: {path}: {expected}", out
+    assert out[1] == "[]", out
 
 
 def test_unreadable_directory(world, tmp_path, monkeypatch):
