@@ -123,7 +123,9 @@ def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int, di
 
 def options(args) -> dict:
     """TrackerConfig fields the flags change from what `cli.py train` uses."""
-    return {"upload_duty": None} if args.no_pace else {}
+    if args.no_pace:
+        return {"upload_duty": None}
+    return {} if args.upload_duty is None else {"upload_duty": args.upload_duty}
 
 
 def measure(label, graph, config, uri, workdir, args) -> dict:
@@ -208,6 +210,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--no-pace", action="store_true",
                    help="the uploader starts each job as soon as it can (TrackerConfig.upload_duty None), "
                    "instead of pacing itself to 2%% of a core when the ranks take every core")
+    p.add_argument("--upload-duty", type=float, default=None,
+                   help="the pace's share of one core (TrackerConfig.upload_duty) [default: train's]")
     p.add_argument("--server-idle", action="store_true",
                    help="run the local server at the idle scheduling class (chrt --idle), as a "
                    "tracking server beside training on the same cores may be")

@@ -48,6 +48,7 @@ class Group:
     world: int  # number of ranks (--workers)
     hosts: int = 1  # hosts with their own copy of the embedding; 1: nothing to merge
     leader: bool = True  # lowest rank on its host: creates the host's copy, merges for it
+    local: int = 1  # ranks on this rank's host (sharing its cores and its copy)
     _shm: shared_memory.SharedMemory | None = field(default=None, repr=False)
 
     def shard(self, order: np.ndarray) -> np.ndarray:
@@ -60,6 +61,7 @@ class Group:
         hosts = [None] * self.world
         dist.all_gather_object(hosts, host_id())
         self.hosts = len(set(hosts))
+        self.local = hosts.count(hosts[self.rank])
         leader = min(r for r, h in enumerate(hosts) if h == hosts[self.rank])
         self.leader = leader == self.rank
         name = f"hype-{token}-{leader}"

@@ -1,5 +1,6 @@
 """Starting one of hype's modules in a fresh interpreter (the ranks of --workers, the first
-run's compile helper), importing this checkout whatever the working directory holds."""
+run's compile helper), importing this checkout whatever the working directory holds; and the
+cores those processes share."""
 
 from __future__ import annotations
 
@@ -21,3 +22,17 @@ def module_env() -> dict[str, str]:
     """This process's environment with this checkout first on PYTHONPATH."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container's or taskset's limit)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def torch_threads(ranks_here: int, cores: int) -> int | None:
+    """torch's intra-op threads for a rank when ``ranks_here`` ranks share ``cores``: 1 once they
+    take every core, else None (torch's default). The ranks train with single-threaded numba; a
+    parallel torch op in rank 0 (the epoch's snapshot, a checkpoint's save) could only take a
+    core from another rank, and its OpenMP worker spins after each op: 1.4% of a core in a
+    tracked noun run on 2 cores, at normal priority (docs/performance.md, "Session 14")."""
+    return 1 if ranks_here >= cores else None

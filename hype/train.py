@@ -10,13 +10,14 @@ epochs and collectives, without evaluation or callbacks.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from hype import distributed, kernels, manifolds, node_names
+from hype import distributed, kernels, manifolds, node_names, processes
 from hype.config import TrainConfig
 from hype.data import Graph
 from hype.distributed import Group
@@ -149,7 +150,8 @@ def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
         group.send_start((graph, config.to_dict(), state.emb.numpy(), state.epoch, token))
         state.emb = torch.from_numpy(group.share(state.emb.numpy(), token))  # Hogwild from here
         try:
-            return _train_loop(graph, config, state, callbacks, progress, group)
+            with _rank_threads(group):
+                return _train_loop(graph, config, state, callbacks, progress, group)
         finally:
             state.emb = state.emb.clone()  # the shared copy goes away with the group
     return _train_loop(graph, config, state, callbacks, progress, None)
@@ -196,11 +198,26 @@ def train_worker(group: Group) -> None:
     config = TrainConfig.from_dict(config)
     state = TrainState(torch.from_numpy(group.share(emb, token)), done, config, [])
     cdf = burnin_cdf(graph, config.dampening)
-    for epoch in range(done + 1, config.epochs + 1):
-        burnin = epoch <= config.burnin
-        _numba_epoch(state, graph, epoch, config.lr_at(epoch - 1), cdf if burnin else np.empty(0), group)
-        if group.agree_stop(False):
-            return
+    with _rank_threads(group):
+        for epoch in range(done + 1, config.epochs + 1):
+            burnin = epoch <= config.burnin
+            _numba_epoch(state, graph, epoch, config.lr_at(epoch - 1), cdf if burnin else np.empty(0),
+                         group)
+            if group.agree_stop(False):
+                return
+
+
+@contextmanager
+def _rank_threads(group: Group):
+    """torch's intra-op threads as processes.torch_threads says for this host's ranks, and back."""
+    threads = processes.torch_threads(group.local, processes.usable_cores())
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _epoch_seed(config: TrainConfig, epoch: int, worker: int = 0) -> int:

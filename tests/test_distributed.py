@@ -241,7 +241,7 @@ def test_one_rank_shares_and_merges_its_own_copy(tmp_path):
     try:
         start = np.zeros((3, 2))
         emb = group.share(start, "test" + distributed.new_token())
-        assert group.hosts == 1 and group.leader and emb.tolist() == start.tolist()
+        assert group.hosts == 1 and group.local == 1 and group.leader and emb.tolist() == start.tolist()
         name = group._shm.name
         emb[0] = [0.3, 0.4]
         emb[1] = [2.0, 0.0]  # outside the ball: projected back inside
@@ -255,6 +255,33 @@ def test_one_rank_shares_and_merges_its_own_copy(tmp_path):
     finally:
         distributed.close(group)
     assert not Path("/dev/shm", name.lstrip("/")).exists()
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(2, 1), (64, None)])
+def test_ranks_that_take_every_core_train_with_one_torch_thread(monkeypatch, cores, expected):
+    # torch's intra-op pool in rank 0 could only take a core from the other rank (and its OpenMP
+    # worker spins after each op): 1 thread while the 2 ranks fill the cores, torch's default
+    # where cores are left over, and the caller's setting back afterwards
+    from hype import processes
+    from hype.config import TrainConfig
+    from hype.data import load_edge_csv
+    from hype.train import train
+
+    monkeypatch.setattr(processes, "usable_cores", lambda: cores)
+    before = torch.get_num_threads()
+    seen = []
+
+    class Record:
+        def on_epoch_end(self, result, state):
+            seen.append(torch.get_num_threads())
+
+        def on_checkpoint(self, state):
+            pass
+
+    train(load_edge_csv(MAMMALS), TrainConfig(workers=2, epochs=2, burnin=0, eval_every=2),
+          callbacks=Record(), progress=False)
+    assert seen == [expected or before] * 2
+    assert torch.get_num_threads() == before
 
 
 def test_shards_cover_the_epoch_exactly_once():

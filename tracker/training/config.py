@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hype import processes
 from tracker.layout import PROJECT_ROOT
 from tracker.policy import stopping
 from tracker.policy.names import final_name, model_name_problem
@@ -71,8 +71,7 @@ class TrackerConfig:
     @staticmethod
     def uploader_yields(workers: int) -> bool:
         """Whether the ranks of a run with ``workers`` processes take every core of this machine."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return cores <= workers
+        return processes.usable_cores() <= workers
 
     @property
     def retention(self) -> Retention:
