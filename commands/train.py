@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from hype.config import AUTO_SAMPLE, BACKENDS, MANIFOLDS, SAMPLE_ABOVE_NODES, TrainConfig, auto_eval_sample
+from hype.processes import launched_by_torchrun
 from tracker.layout import PROJECT_ROOT
 
 # What a run logs that early stopping and "best" can follow (the _sampled ones with --eval-sample).
@@ -176,10 +177,13 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
     """Train an embedding of a transitive closure, tracked as an MLflow run."""
     from hype.data import DataError, check_file, load_edge_csv
 
-    try:  # before torch and MLflow are imported (seconds): a mistyped path is reported at once
-        check_file(dataset or DEFAULT_DATASET)
-    except DataError as e:
-        raise click.ClickException(str(e)) from None
+    needed = dataset or (None if resume else DEFAULT_DATASET)  # a resume reads the run's own
+    other_rank = launched_by_torchrun() and os.environ["RANK"] != "0"  # gets it from rank 0
+    if needed is not None and not other_rank:
+        try:  # before torch and MLflow load (seconds): a mistyped path is reported at once
+            check_file(needed)
+        except DataError as e:
+            raise click.ClickException(str(e)) from None
     from hype import distributed, warmup
     from tracker.store.errors import StoreError, TrackingError, TrackingUnavailable
     from tracker.store.redact import redact
@@ -187,7 +191,7 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
     from tracker.training.callbacks import TrackerConfig
     from tracker.training.session import run_training
 
-    if distributed.launched_by_torchrun():
+    if launched_by_torchrun():
         world = int(os.environ["WORLD_SIZE"])
         if hp["workers"] not in (1, world):
             raise click.BadParameter(f"{hp['workers']} differs from torchrun's world size {world}",

@@ -142,10 +142,6 @@ def new_token() -> str:
     return secrets.token_hex(6)
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
-
-
 def from_env() -> Group:
     """The group torchrun (or any launcher setting the env:// variables) started."""
     dist.init_process_group(BACKEND, init_method="env://", timeout=TIMEOUT)
@@ -161,7 +157,7 @@ def close(group: Group) -> None:
 @contextmanager
 def open_group(workers: int):
     """None for one process; torchrun's group when it launched us; else a local one of `workers`."""
-    if launched_by_torchrun():
+    if processes.launched_by_torchrun():
         group = from_env()
         try:
             yield group

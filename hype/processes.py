@@ -24,6 +24,12 @@ def module_env() -> dict[str, str]:
         p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or a launcher setting its env:// variables) started this process as
+    one rank of several; light, so that the CLI can ask before it imports torch."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask: a container's or taskset's limit)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -138,7 +138,7 @@ def train(graph: Graph, config: TrainConfig, *, state: TrainState | None = None,
           group: Group | None = None) -> TrainResult:
     """Train from `state` (a fresh one when None) up to config.epochs. With config.workers > 1
     (or under torchrun) this process is rank 0 of `group`, opened here when not given."""
-    if group is None and (config.workers > 1 or distributed.launched_by_torchrun()):
+    if group is None and (config.workers > 1 or processes.launched_by_torchrun()):
         with distributed.open_group(config.workers) as group:
             return train(graph, config, state=state, callbacks=callbacks, progress=progress,
                          group=group)
