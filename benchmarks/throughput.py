@@ -44,7 +44,8 @@ from hype.data import Graph, from_edges, load_edge_csv  # noqa: E402
 from hype.train import train  # noqa: E402
 
 ORIGINAL_RATE = 41_000  # edge-updates/s, the original on a Zen 5 EPYC (issue 6): NOT this machine
-ORIGINAL_SOURCE = "41k measured on another CPU (Zen 5); pass --original-rate"
+ORIGINAL_SOURCE = ("41k measured on another machine, in another hour (a 2-vCPU Zen 5 EPYC, "
+                   "2026-11-28), not in this run; pass --original-rate")
 NOUN_CLOSURE = Path("data/noun_closure.csv")
 NOUN_NODES = 82_115
 
