@@ -197,7 +197,7 @@ def train(ctx, dataset, tracking_uri, experiment, run_name, model_name, keep, ke
             raise click.BadParameter(f"{hp['workers']} differs from torchrun's world size {world}",
                                      param_hint="--workers")
         hp["workers"] = world
-        if os.environ["RANK"] != "0":  # rank 0 tracks; this rank gets everything else from it
+        if other_rank:  # rank 0 tracks; this rank gets everything else from it
             _train_as_worker(world)
             return
     try:

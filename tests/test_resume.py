@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tracker import layout
+from tracker.policy.names import parse_checkpoint_name
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--epochs", "200", "--burnin", "2", "--lr", "1.0", "--eval-every", "2", "--min-delta", "0.01",
@@ -88,7 +89,7 @@ def test_ctrl_c_marks_the_run_killed_and_leaves_no_partial_file(tmp_path):
     # any checkpoint from epoch 5 on: while the store is busy a waiting one may be replaced by
     # the next, so epoch 5's own file need never exist (on a fast machine it often does not)
     while (time.monotonic() < deadline and proc.poll() is None
-           and not any(int(p.stem.rsplit("epoch", 1)[1]) >= 5
+           and not any(parse_checkpoint_name(p.name).epoch >= 5
                        for p in (tmp_path / "ckpt").glob("*/mammal_epoch*.pth"))):
         time.sleep(0.01)
     assert proc.poll() is None, "training ended before the Ctrl+C"
