@@ -35,10 +35,25 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def ranks_on_this_host(workers: int) -> int:
+    """How many of a run's ``workers`` ranks share this machine's cores: torchrun's
+    LOCAL_WORLD_SIZE when it launched us (a multi-node run has only some of them here), else all
+    of them (--workers spawns every rank on this host)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "") if launched_by_torchrun() else ""
+    return int(local) if local.isdigit() and int(local) > 0 else workers
+
+
+def fill_cores(ranks_here: int, cores: int) -> bool:
+    """Whether ``ranks_here`` ranks, each training on one core, leave none of ``cores`` free:
+    then anything else in rank 0's process (torch's thread pool, the uploader) runs on a core
+    a rank needs."""
+    return ranks_here >= cores
+
+
 def torch_threads(ranks_here: int, cores: int) -> int | None:
     """torch's intra-op threads for a rank when ``ranks_here`` ranks share ``cores``: 1 once they
     take every core, else None (torch's default). The ranks train with single-threaded numba; a
     parallel torch op in rank 0 (the epoch's snapshot, a checkpoint's save) could only take a
     core from another rank, and its OpenMP worker spins after each op: 1.4% of a core in a
     tracked noun run on 2 cores, at normal priority (docs/performance.md, "Session 14")."""
-    return 1 if ranks_here >= cores else None
+    return 1 if fill_cores(ranks_here, cores) else None

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from hype import processes
 from tracker.training.config import TrackerConfig
 from tracker.training.uploader import CheckpointQueue
 
@@ -54,6 +55,22 @@ def test_the_uploader_yields_only_when_the_ranks_take_every_core():
     assert TrackerConfig.uploader_yields(cores) and TrackerConfig.uploader_yields(cores + 1)
     assert cores == 1 or not TrackerConfig.uploader_yields(cores - 1)
     assert TrackerConfig().upload_bound() == 2  # the uploader is on for every run by default
+
+
+def test_under_torchrun_the_uploader_counts_only_this_hosts_ranks(monkeypatch):
+    """Two nodes of 2 ranks each on 2-core machines: rank 0's host is full, so the uploader
+    yields; two nodes of 1 rank each leave a core free here, so it does not (the run's world
+    of 2 would have said full)."""
+    monkeypatch.setattr(processes, "usable_cores", lambda: 2)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert TrackerConfig.uploader_yields(4)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert not TrackerConfig.uploader_yields(2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")  # a launcher that does not say: every rank counts
+    assert TrackerConfig.uploader_yields(2)
     assert TrackerConfig(upload_queue=0).upload_bound() == 0
     with pytest.raises(ValueError, match="max_lag_s"):
         TrackerConfig(max_lag_s=0)

@@ -70,8 +70,9 @@ class TrackerConfig:
 
     @staticmethod
     def uploader_yields(workers: int) -> bool:
-        """Whether the ranks of a run with ``workers`` processes take every core of this machine."""
-        return processes.usable_cores() <= workers
+        """Whether the ranks of a run with ``workers`` processes that run on this machine take
+        every core of it (under torchrun, only its LOCAL_WORLD_SIZE are here)."""
+        return processes.fill_cores(processes.ranks_on_this_host(workers), processes.usable_cores())
 
     @property
     def retention(self) -> Retention:
