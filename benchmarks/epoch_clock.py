@@ -83,14 +83,15 @@ def sample(files: list[Path]) -> Sample:
 
 def shares(walls: list[float], samples: list[Sample], epochs: list[int], skip: int) -> dict[str, float]:
     """Of ``epochs``' wall time (1-based; samples[k] taken at the end of epoch skip + k): the share
-    the ranks waited for a core (summed over ranks, so 2 ranks waiting all along is 200%), what ran
+    the ranks waited for a core (summed over ranks, so 2 ranks waiting all along is 200%), ran on
+    one (summed likewise: the rest of ranks x wall they slept, at a collective or for the GIL), what ran
     beside them (all CPUs less the ranks' own time on a core) and its kernel part (which includes
     the ranks' own system calls), and the VM's steal."""
     wall = sum(walls[e - 1] for e in epochs)
     spent = Sample(*(sum(samples[e - skip][f] - samples[e - skip - 1][f] for e in epochs) / wall
                      for f in range(len(Sample._fields))))
-    return {"wait": spent.waited, "steal": spent.steal, "other": spent.busy - spent.ran,
-            "kernel": spent.kernel}
+    return {"wait": spent.waited, "ran": spent.ran, "steal": spent.steal,
+            "other": spent.busy - spent.ran, "kernel": spent.kernel}
 
 
 class Sampled(Stamps):

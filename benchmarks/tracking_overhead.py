@@ -107,7 +107,7 @@ def tracked(graph, config, uri, workdir: Path, keep: int, skip: int, upload_queu
     walls = [w + drain_s / len(walls) for w in walls]
     train_s = sum(s.train_s[skip:-1])
     callback_s = sum(s.callback_s[skip:-1])
-    return walls, callback_s / train_s, tr.written_bytes / max(len(s.train_s), 1), s.shares(), drain_s
+    return walls, callback_s / train_s, per_checkpoint, s.shares(), drain_s  # size of one stored
 
 
 def interleaved(graph, config, uri, workdir: Path, args) -> tuple[float, int, dict[str, float]]:
@@ -146,12 +146,16 @@ def measure(label, graph, config, uri, workdir, args) -> dict:
     runs["untracked"].append(sh)
     mean = {k: {f: statistics.mean(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
     timed_wall = sum(walls) / max(args.rounds, 1)
+    # of ranks x wall: neither on a core nor waiting for one
+    asleep = {k: args.workers - v["ran"] - v["wait"] for k, v in mean.items()}
     print(f"{label:<28} between runs: ranks waiting for a core {100 * mean['tracked']['wait']:.1f}% of "
           f"tracked epochs, {100 * mean['untracked']['wait']:.1f}% of untracked: "
           f"{100 * (mean['tracked']['wait'] - mean['untracked']['wait']):+.1f}% (the end's wait for the "
           f"queue, {statistics.mean(drains):.2f} s, would add at most "
           f"{100 * statistics.mean(drains) / timed_wall:.1f}%); CPU beside the ranks "
-          f"{100 * mean['tracked']['other']:.1f}% / {100 * mean['untracked']['other']:.1f}%", flush=True)
+          f"{100 * mean['tracked']['other']:.1f}% / {100 * mean['untracked']['other']:.1f}%; "
+          f"the ranks asleep (a collective, the GIL) {100 * asleep['tracked']:.1f}% / "
+          f"{100 * asleep['untracked']:.1f}%", flush=True)
     base = statistics.median(plain)
     med = statistics.median(walls)
     share = statistics.median(shares)

@@ -109,6 +109,8 @@ def test_tracking_overhead_measures_sqlite_and_a_server(closure, tmp_path):
     for r in rows:
         assert r["untracked_s"] > 0 and r["tracked_s"] > 0 and r["overhead_share"] > 0
         assert r["interleaved_ratio"] > -1  # a ratio of two medians of positive walls
+        for side in ("tracked", "untracked"):  # the ranks' time on a core (epochs of ms here)
+            assert r["between_runs_waited"][side]["ran"] > 0
 
 
 def test_cleanup_scale_deletes_all_but_the_newest_and_reports_per_deletion(tmp_path):
