@@ -111,6 +111,7 @@ def test_tracking_overhead_measures_sqlite_and_a_server(closure, tmp_path):
         assert r["interleaved_ratio"] > -1  # a ratio of two medians of positive walls
         for side in ("tracked", "untracked"):  # the ranks' time on a core (epochs of ms here)
             assert r["between_runs_waited"][side]["ran"] > 0
+        assert -1 < r["rank_time_lost"] < 1  # a share of the ranks' time
 
 
 def test_cleanup_scale_deletes_all_but_the_newest_and_reports_per_deletion(tmp_path):
