@@ -46,12 +46,18 @@ class Stamps:
 
 def _rank_threads() -> list[Path]:
     """schedstat files of the training threads: this process's main thread (rank 0) and every
-    thread of its child processes (the other ranks)."""
+    thread of its child processes that run hype.rank (the other ranks; not a local mlflow
+    server or the compile helper, which are children too)."""
     main = threading.main_thread().native_id
     files = [Path(f"/proc/self/task/{main}/schedstat")]
     for task in Path("/proc/self/task").iterdir():
         for child in (task / "children").read_text().split():
-            files += sorted(Path(f"/proc/{child}/task").glob("*/schedstat"))
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:  # it has ended
+                continue
+            if b"hype.rank" in argv:
+                files += sorted(Path(f"/proc/{child}/task").glob("*/schedstat"))
     return files
 
 
