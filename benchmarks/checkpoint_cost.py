@@ -57,23 +57,29 @@ def measure(uri: str, n: int, size: int = 45_000) -> tuple[float, float]:
     return statistics.median(before) * 1000, statistics.median(after) * 1000
 
 
-def main() -> None:
+def main(argv=None) -> list[tuple[str, float, float]]:
+    """Prints and returns (store, before ms, after ms) for SQLite, then a local mlflow server."""
+    import argparse
+
     from tracker.store.open import tune_sqlite_commits
 
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("n", type=int, nargs="?", default=20, help="checkpoints per side")
+    n = p.parse_args(argv).n
     tune_sqlite_commits()  # as the trainer does: WAL, synchronous=NORMAL
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {n} checkpoints per side", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [("SQLite (embedded)", f"sqlite:///{tmp}/mlflow.db")]
         from tests.servers import mlflow_server
 
-        b, a = measure(rows[0][1], n)
-        print(f"{rows[0][0]:<26} before {b:6.1f} ms  after {a:6.1f} ms  (+{a - b:.1f} ms per checkpoint)",
-              flush=True)
+        b, a = measure(f"sqlite:///{tmp}/mlflow.db", n)
+        rows.append(("SQLite (embedded)", b, a))
         with mlflow_server(Path(tmp) / "server") as server:
-            b, a = measure(server.url, n)
-            print(f"{'mlflow server (proxied)':<26} before {b:6.1f} ms  after {a:6.1f} ms  "
-                  f"(+{a - b:.1f} ms per checkpoint)", flush=True)
+            rows.append(("mlflow server (proxied)", *measure(server.url, n)))
+    for label, b, a in rows:
+        print(f"{label:<26} before {b:6.1f} ms  after {a:6.1f} ms  (+{a - b:.1f} ms per checkpoint)",
+              flush=True)
+    return rows
 
 
 if __name__ == "__main__":

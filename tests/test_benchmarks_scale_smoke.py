@@ -115,6 +115,13 @@ def test_tracking_overhead_measures_sqlite_and_a_server(closure, tmp_path):
         assert math.isfinite(r["rank_time_lost"])
 
 
+def test_checkpoint_cost_times_both_stores():
+    rows = load_script("checkpoint_cost").main(["3"])
+    assert [r[0] for r in rows] == ["SQLite (embedded)", "mlflow server (proxied)"]
+    for _, before, after in rows:  # ms per checkpoint; after adds the LoggedModel's requests
+        assert 0 < before and 0 < after
+
+
 def test_cleanup_scale_deletes_all_but_the_newest_and_reports_per_deletion(tmp_path):
     rows = load_script("cleanup_scale").main([
         "--runs", "3", "--checkpoints", "5", "--keep", "2", "--repeat", "0", "--settle", "0",
