@@ -13,6 +13,7 @@ The two alternate checkpoint by checkpoint, so that load drift hits both alike.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -59,8 +60,6 @@ def measure(uri: str, n: int, size: int = 45_000) -> tuple[float, float]:
 
 def main(argv=None) -> list[tuple[str, float, float]]:
     """Prints and returns (store, before ms, after ms) for SQLite, then a local mlflow server."""
-    import argparse
-
     from tracker.store.open import tune_sqlite_commits
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -55,6 +55,9 @@ def test_the_uploader_yields_only_when_the_ranks_take_every_core():
     assert TrackerConfig.uploader_yields(cores) and TrackerConfig.uploader_yields(cores + 1)
     assert cores == 1 or not TrackerConfig.uploader_yields(cores - 1)
     assert TrackerConfig().upload_bound() == 2  # the uploader is on for every run by default
+    assert TrackerConfig(upload_queue=0).upload_bound() == 0
+    with pytest.raises(ValueError, match="max_lag_s"):
+        TrackerConfig(max_lag_s=0)
 
 
 def test_under_torchrun_the_uploader_counts_only_this_hosts_ranks(monkeypatch):
@@ -71,9 +74,6 @@ def test_under_torchrun_the_uploader_counts_only_this_hosts_ranks(monkeypatch):
     assert not TrackerConfig.uploader_yields(2)
     monkeypatch.delenv("LOCAL_WORLD_SIZE")  # a launcher that does not say: every rank counts
     assert TrackerConfig.uploader_yields(2)
-    assert TrackerConfig(upload_queue=0).upload_bound() == 0
-    with pytest.raises(ValueError, match="max_lag_s"):
-        TrackerConfig(max_lag_s=0)
 
 
 def test_drain_runs_what_the_worker_has_not_started_on_the_calling_thread_in_order():
